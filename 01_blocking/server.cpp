@@ -1,0 +1,278 @@
+// Stage 01: blocking I/O -- the server everyone writes first.
+//
+// Every socket call here blocks: accept() waits for a connection, recv() waits
+// for bytes, send() waits for room in the kernel's buffer. While a thread waits
+// it can do nothing else. The two modes show the two classic answers:
+//
+//   --mode iterative  (default) one thread, one client at a time. We accept a
+//                     client and serve it until it leaves; anyone else who
+//                     connects meanwhile waits in the kernel's accept queue.
+//   --mode threads    a thread per client. Each blocking call now only blocks
+//                     its own thread -- at the price of a stack per client and
+//                     a mutex around everything the threads share.
+//
+// Read top to bottom: accept, serve_client (the read loop), on_readable,
+// on_frame, broadcast, send_frame, close_client, then shutdown and main.
+#include <csignal>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <condition_variable>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include "cli.hpp"
+#include "frame.hpp"
+#include "log.hpp"
+#include "net.hpp"
+
+using logs::log;
+
+namespace {
+
+// A receiver that stops reading makes send() block once its socket buffers
+// fill. In blocking code the sender's thread is stuck there, so we give up on
+// such a receiver after this long (stage 02 handles it without waiting at all).
+constexpr int send_timeout_seconds = 5;
+
+struct Client {
+    int id;
+    std::string peer;
+    // Closed when the last shared_ptr<Client> goes away, so a thread that is
+    // still writing to this client never writes to a reused descriptor number.
+    net::Fd fd;
+    std::mutex write_mutex;  // several threads may write to us: one frame at a time
+};
+
+struct Server {
+    cli::ServerOptions options;
+    logs::Trace trace{false};
+    net::Fd listener;
+
+    std::mutex mutex;  // guards everything below: every client thread touches it
+    std::vector<std::shared_ptr<Client>> clients;
+    bool stopping = false;
+    int running_threads = 0;
+    std::condition_variable threads_done;
+    int next_id = 1;
+};
+
+void serve_client(Server& server, const std::shared_ptr<Client>& client);
+bool on_readable(Server& server, Client& client, frame::Decoder& decoder, std::string_view bytes);
+void on_frame(Server& server, Client& from, const std::string& payload);
+void broadcast(Server& server, const Client& from, std::string_view encoded);
+void send_frame(Server& server, Client& to, std::string_view encoded);
+void close_client(Server& server, const std::shared_ptr<Client>& client, std::string_view reason);
+
+// Registers a new client, unless we are shutting down.
+std::shared_ptr<Client> add_client(Server& server, net::Fd fd) {
+    auto client = std::make_shared<Client>();
+    client->peer = net::peer_address(fd.get());
+    client->fd = std::move(fd);
+    std::lock_guard lock(server.mutex);
+    if (server.stopping) return nullptr;
+    client->id = server.next_id++;
+    server.clients.push_back(client);
+    return client;
+}
+
+// The accept loop. accept() blocks until a client connects.
+void accept(Server& server) {
+    const bool threaded = server.options.mode == "threads";
+    while (true) {
+        net::Fd fd{::accept4(server.listener.get(), nullptr, nullptr, SOCK_CLOEXEC)};
+        if (!fd) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            {
+                std::lock_guard lock(server.mutex);
+                if (server.stopping) return;  // shutdown() woke us up
+            }
+            log("accept failed: {}", std::strerror(errno));
+            if (errno == EMFILE || errno == ENFILE) {
+                // Out of descriptors. The pending connection stays queued, so
+                // retrying at once would spin at 100% CPU: back off a little.
+                std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            }
+            continue;
+        }
+        timeval timeout{send_timeout_seconds, 0};
+        ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+
+        auto client = add_client(server, std::move(fd));
+        if (!client) return;  // stopping: the Fd closed the connection
+        log("client {} connected from {}", client->id, client->peer);
+        server.trace.accept(client->id, client->peer);
+
+        if (!threaded) {
+            // Iterative: serve this client to the end before accepting the next.
+            serve_client(server, client);
+            continue;
+        }
+        {
+            std::lock_guard lock(server.mutex);
+            ++server.running_threads;
+        }
+        try {
+            // Detached: the thread ends with its connection, and main waits for
+            // running_threads to reach zero before exiting.
+            std::thread([&server, client] { serve_client(server, client); }).detach();
+        } catch (const std::system_error& e) {
+            // Out of threads (or memory for their stacks): the cost of this model.
+            {
+                std::lock_guard lock(server.mutex);
+                --server.running_threads;
+            }
+            close_client(server, client, fmt::format("cannot start a thread: {}", e.what()));
+        }
+    }
+}
+
+// The read loop of one client, run by its own thread (or by main when iterative).
+void serve_client(Server& server, const std::shared_ptr<Client>& client) {
+    frame::Decoder decoder(server.options.max_frame);
+    char buffer[64 * 1024];
+    std::string reason = "end of stream";
+    while (true) {
+        // Blocks until at least one byte arrives. It returns whatever is there:
+        // maybe half a header, maybe ten frames. The decoder sorts that out.
+        ssize_t n = ::recv(client->fd.get(), buffer, sizeof buffer, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            reason = std::strerror(errno);
+            break;
+        }
+        if (n == 0) {  // the peer closed (or half-closed) its side
+            if (decoder.mid_frame()) reason = "end of stream in the middle of a frame (dropped)";
+            break;
+        }
+        if (!on_readable(server, *client, decoder, {buffer, static_cast<std::size_t>(n)})) {
+            reason = decoder.error();
+            break;
+        }
+    }
+    close_client(server, client, reason);
+    if (server.options.mode == "threads") {
+        std::lock_guard lock(server.mutex);
+        if (--server.running_threads == 0) server.threads_done.notify_all();
+    }
+}
+
+// Bytes arrived: feed them to the decoder and handle every complete frame.
+// Returns false when the client broke the protocol and must be disconnected.
+bool on_readable(Server& server, Client& client, frame::Decoder& decoder, std::string_view bytes) {
+    server.trace.read(client.id, bytes.size());
+    decoder.feed(bytes);
+    while (auto payload = decoder.next()) on_frame(server, client, *payload);
+    return !decoder.failed();
+}
+
+void on_frame(Server& server, Client& from, const std::string& payload) {
+    server.trace.frame(from.id, payload.size());
+    const std::string encoded = frame::encode(payload);  // encode once, send to many
+    if (server.options.echo) {
+        send_frame(server, from, encoded);
+    } else {
+        broadcast(server, from, encoded);
+    }
+}
+
+// Relay a frame to every other client.
+void broadcast(Server& server, const Client& from, std::string_view encoded) {
+    // Copy the list under the lock, then write without it: a slow receiver must
+    // not hold up threads that only want to add or remove a client.
+    std::vector<std::shared_ptr<Client>> receivers;
+    {
+        std::lock_guard lock(server.mutex);
+        receivers = server.clients;
+    }
+    for (const auto& to : receivers) {
+        if (to.get() != &from) send_frame(server, *to, encoded);
+    }
+}
+
+// There is no on_writable in blocking code: send() simply waits until the
+// kernel has room. That wait is this model's weak spot -- it happens in the
+// *sender's* thread, so a receiver that never reads slows down whoever talks.
+void send_frame(Server& server, Client& to, std::string_view encoded) {
+    server.trace.queue(to.id, encoded.size());
+    std::lock_guard lock(to.write_mutex);  // frames from two senders must not interleave
+    if (!net::send_all(to.fd.get(), encoded)) {
+        log("client {}: write failed ({}), disconnecting it", to.id,
+            errno == EAGAIN ? "not reading for too long" : std::strerror(errno));
+        // Only the client's own thread closes it; we just wake that thread up.
+        ::shutdown(to.fd.get(), SHUT_RDWR);
+        return;
+    }
+    server.trace.write(to.id, encoded.size());
+}
+
+void close_client(Server& server, const std::shared_ptr<Client>& client, std::string_view reason) {
+    {
+        std::lock_guard lock(server.mutex);
+        std::erase(server.clients, client);
+    }
+    server.trace.close(client->id, reason);
+    log("client {} disconnected: {}", client->id, reason);
+    // The descriptor itself closes when the last shared_ptr to the client goes.
+}
+
+// A thread blocked in accept() or recv() does not notice a flag being set, and
+// a signal handler may call almost nothing. So signals are blocked everywhere
+// and one thread waits for them with sigwait(); then it wakes the blocked
+// calls with shutdown(), which makes them return as if the peer had left.
+void wait_for_signal(Server& server, sigset_t signals) {
+    int signal = 0;
+    ::sigwait(&signals, &signal);
+    log("{} received, shutting down", ::strsignal(signal));
+    std::lock_guard lock(server.mutex);
+    server.stopping = true;
+    ::shutdown(server.listener.get(), SHUT_RDWR);  // accept() now fails
+    for (const auto& client : server.clients) {
+        ::shutdown(client->fd.get(), SHUT_RD);  // recv() now returns 0
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Server server;
+    server.options = cli::parse_server(
+        {.name = "01_blocking/server",
+         .summary = "blocking sockets: one client at a time, or a thread per client",
+         .modes = {"iterative", "threads"}},
+        {argv, static_cast<std::size_t>(argc)});
+    server.trace = logs::Trace(server.options.trace);
+
+    // Block SIGINT/SIGTERM before starting any thread: threads inherit the mask,
+    // so only wait_for_signal ever sees them.
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+    try {
+        server.listener = net::listen_tcp(server.options.host, server.options.port);
+    } catch (const std::exception& e) {
+        log("error: {}", e.what());
+        return 1;
+    }
+    net::announce_listening(server.listener.get());
+    log("mode: {}{}", server.options.mode, server.options.echo ? ", echo" : ", relay");
+
+    std::thread signal_thread(wait_for_signal, std::ref(server), signals);
+    accept(server);
+
+    // Stopped accepting; wait for the client threads to see their end of stream.
+    std::unique_lock lock(server.mutex);
+    server.threads_done.wait(lock, [&] { return server.running_threads == 0; });
+    lock.unlock();
+    signal_thread.join();
+    log("bye");
+    return 0;
+}

@@ -1,0 +1,144 @@
+#include "cli.hpp"
+
+#include <charconv>
+#include <cstdio>
+#include <cstdlib>
+#include <optional>
+
+#include <fmt/format.h>
+
+namespace cli {
+namespace {
+
+std::string server_usage(const Program& p) {
+    std::string modes;
+    if (!p.modes.empty()) {
+        modes = fmt::format("  --mode MODE       one of: {} (default {})\n",
+                            fmt::join(p.modes, ", "), p.modes.front());
+    }
+    return fmt::format(
+        "{0} -- {1}\n\n"
+        "usage: {0} [options]\n\n"
+        "  --host ADDR       address to listen on (default 127.0.0.1; ::1 for IPv6,\n"
+        "                    0.0.0.0 or :: exposes the server to the network)\n"
+        "  --port N          port to listen on (default 1234; 0 picks a free port)\n"
+        "  --max-frame BYTES largest frame accepted (default {2})\n"
+        "  --echo            send frames back to their sender instead of relaying\n"
+        "  --trace           log every event (accept, read, frame, queue, write, close)\n"
+        "{3}"
+        "  --help            show this help\n\n"
+        "When ready it prints 'listening on HOST:PORT'. Ctrl-C stops it gracefully.\n\n"
+        "examples:\n"
+        "  {0} --port 0 --trace\n"
+        "  {0} --host ::1 --port 5555 --echo\n",
+        p.name, p.summary, frame::default_max_frame, modes);
+}
+
+std::string client_usage(const Program& p) {
+    return fmt::format(
+        "{0} -- {1}\n\n"
+        "usage: {0} [options]\n\n"
+        "  --host ADDR   server address (default 127.0.0.1)\n"
+        "  --port N      server port (default 1234)\n"
+        "  --trace       log every event on stderr\n"
+        "  --help        show this help\n\n"
+        "Each line of standard input is sent as one frame; each frame received is\n"
+        "printed as one line. At the end of input it exits once the server has it all.\n\n"
+        "examples:\n"
+        "  {0} --port 1234\n"
+        "  printf 'hello\\nworld\\n' | {0} --port 1234\n",
+        p.name, p.summary);
+}
+
+[[noreturn]] void bad_usage(const std::string& usage, std::string_view problem) {
+    fmt::print(stderr, "error: {}\n\n{}", problem, usage);
+    std::exit(2);
+}
+
+template <typename Int>
+std::optional<Int> parse_int(std::string_view text, Int min, Int max) {
+    long long value = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc{} || end != text.data() + text.size() || value < min || value > max) {
+        return std::nullopt;
+    }
+    return static_cast<Int>(value);
+}
+
+// Walks argv, handing each option (and its value, if it takes one) to `handle`.
+// Returns false from `handle` for an unknown option.
+template <typename Handler>
+void walk(std::span<char*> args, const std::string& usage, Handler handle) {
+    for (std::size_t i = 1; i < args.size(); ++i) {
+        std::string_view opt = args[i];
+        if (opt == "--help" || opt == "-h") {
+            fmt::print("{}", usage);
+            std::exit(0);
+        }
+        auto value = [&]() -> std::string_view {
+            if (i + 1 >= args.size()) bad_usage(usage, fmt::format("{} needs a value", opt));
+            return args[++i];
+        };
+        if (!handle(opt, value)) bad_usage(usage, fmt::format("unknown option '{}'", opt));
+    }
+}
+
+}  // namespace
+
+ServerOptions parse_server(const Program& program, std::span<char*> args) {
+    const std::string usage = server_usage(program);
+    ServerOptions o;
+    if (!program.modes.empty()) o.mode = program.modes.front();
+    walk(args, usage, [&](std::string_view opt, auto value) {
+        if (opt == "--host") {
+            o.host = value();
+        } else if (opt == "--port") {
+            auto v = value();
+            auto port = parse_int<std::uint16_t>(v, 0, 65535);
+            if (!port) bad_usage(usage, fmt::format("bad port '{}'", v));
+            o.port = *port;
+        } else if (opt == "--max-frame") {
+            auto v = value();
+            auto max = parse_int<std::uint32_t>(v, 0, 0xFFFFFFFF);
+            if (!max) bad_usage(usage, fmt::format("bad --max-frame '{}'", v));
+            o.max_frame = *max;
+        } else if (opt == "--echo") {
+            o.echo = true;
+        } else if (opt == "--trace") {
+            o.trace = true;
+        } else if (opt == "--mode" && !program.modes.empty()) {
+            std::string_view v = value();
+            bool known = false;
+            for (auto m : program.modes) known = known || m == v;
+            if (!known) bad_usage(usage, fmt::format("unknown mode '{}'", v));
+            o.mode = v;
+        } else {
+            return false;
+        }
+        return true;
+    });
+    return o;
+}
+
+ClientOptions parse_client(const Program& program, std::span<char*> args) {
+    const std::string usage = client_usage(program);
+    ClientOptions o;
+    walk(args, usage, [&](std::string_view opt, auto value) {
+        if (opt == "--host") {
+            o.host = value();
+        } else if (opt == "--port") {
+            auto v = value();
+            auto port = parse_int<std::uint16_t>(v, 1, 65535);
+            if (!port) bad_usage(usage, fmt::format("bad port '{}'", v));
+            o.port = *port;
+        } else if (opt == "--trace") {
+            o.trace = true;
+        } else {
+            return false;
+        }
+        return true;
+    });
+    return o;
+}
+
+}  // namespace cli

@@ -1,0 +1,42 @@
+// The command-line contract shared by every server and client of every stage.
+// Tests and users rely on it, so it is parsed in exactly one place.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "frame.hpp"
+
+namespace cli {
+
+struct ServerOptions {
+    std::string host = "127.0.0.1";  // loopback: --host 0.0.0.0 or :: exposes the server
+    std::uint16_t port = 1234;       // 0 = let the kernel pick a free port
+    std::uint32_t max_frame = frame::default_max_frame;
+    bool echo = false;   // frames go back to their sender only (benchmarks)
+    bool trace = false;  // log every event (see common/log.hpp)
+    std::string mode;    // only for stages that offer several, e.g. 01's iterative/threads
+};
+
+struct ClientOptions {
+    std::string host = "127.0.0.1";
+    std::uint16_t port = 1234;
+    bool trace = false;
+};
+
+// What a stage tells the parser about itself, for --help and --mode.
+struct Program {
+    std::string_view name;     // e.g. "01_blocking/server"
+    std::string_view summary;  // one line: what this program demonstrates
+    std::vector<std::string_view> modes = {};  // first one is the default
+};
+
+// Both print usage and exit(0) on --help, or print the problem plus usage on
+// stderr and exit(2) on a bad argument.
+ServerOptions parse_server(const Program& program, std::span<char*> args);
+ClientOptions parse_client(const Program& program, std::span<char*> args);
+
+}  // namespace cli

@@ -1,0 +1,61 @@
+// Logging shared by every stage, so their output can be compared line by line.
+//
+// log(): one line on stderr for things an operator wants to see by default
+// (connections coming and going, errors).
+//
+// Trace: with --trace, one line per event in a single format for all stages:
+//
+//   [trace   12.345ms th0] accept  client=1 peer=127.0.0.1:50312
+//   [trace   12.400ms th1] read    client=1 bytes=9
+//   [trace   12.410ms th1] frame   client=1 len=5
+//   [trace   12.420ms th1] queue   client=2 bytes=9
+//   [trace   12.430ms th1] write   client=2 bytes=9
+//   [trace   13.000ms th1] close   client=1 reason=end of stream
+//
+// The thread tag shows the concurrency model at work: 01 in threads mode spreads
+// events over many threads, 02-04 do everything on th0.
+#pragma once
+
+#include <cstddef>
+#include <cstdio>
+#include <string>
+#include <string_view>
+
+#include <fmt/format.h>
+
+namespace logs {
+
+// A small number per thread (th0 is the first thread to log), easier to read
+// than pthread ids.
+int thread_number();
+double elapsed_ms();
+
+template <typename... Args>
+void log(fmt::format_string<Args...> format, Args&&... args) {
+    // One fmt::print call per line: lines from different threads do not mix.
+    fmt::print(stderr, "{}\n", fmt::format(format, std::forward<Args>(args)...));
+}
+
+class Trace {
+public:
+    explicit Trace(bool enabled) : enabled_(enabled) {}
+    bool enabled() const { return enabled_; }
+
+    void accept(int client, std::string_view peer) const { emit("accept", client, "peer", peer); }
+    void read(int client, std::size_t bytes) const { emit("read", client, "bytes", bytes); }
+    void frame(int client, std::size_t length) const { emit("frame", client, "len", length); }
+    void queue(int client, std::size_t bytes) const { emit("queue", client, "bytes", bytes); }
+    void write(int client, std::size_t bytes) const { emit("write", client, "bytes", bytes); }
+    void close(int client, std::string_view reason) const { emit("close", client, "reason", reason); }
+
+private:
+    template <typename Value>
+    void emit(std::string_view event, int client, std::string_view key, const Value& value) const {
+        if (!enabled_) return;
+        fmt::print(stderr, "[trace {:10.3f}ms th{}] {:<7} client={} {}={}\n", elapsed_ms(),
+                   thread_number(), event, client, key, value);
+    }
+    bool enabled_;
+};
+
+}  // namespace logs

@@ -1,0 +1,118 @@
+#include "net.hpp"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+namespace net {
+
+sockaddr_storage resolve(const std::string& host, std::uint16_t port, bool passive) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;  // IPv4 or IPv6, whichever the host names
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+    addrinfo* result = nullptr;
+    const std::string service = std::to_string(port);
+    if (int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &result); rc != 0) {
+        throw std::runtime_error(fmt::format("cannot resolve '{}': {}", host, gai_strerror(rc)));
+    }
+    sockaddr_storage addr{};
+    std::memcpy(&addr, result->ai_addr, result->ai_addrlen);
+    ::freeaddrinfo(result);
+    return addr;
+}
+
+static socklen_t length_of(const sockaddr_storage& addr) {
+    return addr.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+}
+
+Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog) {
+    const sockaddr_storage addr = resolve(host, port, true);
+    Fd fd{::socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)};
+    if (!fd) throw std::runtime_error(fmt::format("socket: {}", std::strerror(errno)));
+    int one = 1;
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), length_of(addr)) < 0) {
+        throw std::runtime_error(fmt::format("cannot listen on {}: {}",
+                                             format_address(reinterpret_cast<const sockaddr*>(&addr)),
+                                             std::strerror(errno)));
+    }
+    if (::listen(fd.get(), backlog) < 0) {
+        throw std::runtime_error(fmt::format("listen: {}", std::strerror(errno)));
+    }
+    return fd;
+}
+
+Fd connect_tcp(const std::string& host, std::uint16_t port) {
+    const sockaddr_storage addr = resolve(host, port, false);
+    const std::string where = format_address(reinterpret_cast<const sockaddr*>(&addr));
+    Fd fd{::socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)};
+    if (!fd) throw std::runtime_error(fmt::format("socket: {}", std::strerror(errno)));
+    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), length_of(addr)) < 0) {
+        throw std::runtime_error(
+            fmt::format("cannot connect to {}: {}", where, std::strerror(errno)));
+    }
+    // Chat frames are small and interactive: send them now instead of waiting
+    // to coalesce them with later ones (Nagle's algorithm).
+    int one = 1;
+    ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+std::string format_address(const sockaddr* addr) {
+    char text[INET6_ADDRSTRLEN] = "?";
+    if (addr->sa_family == AF_INET6) {
+        const auto* in6 = reinterpret_cast<const sockaddr_in6*>(addr);
+        ::inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
+        return fmt::format("[{}]:{}", text, ntohs(in6->sin6_port));
+    }
+    const auto* in4 = reinterpret_cast<const sockaddr_in*>(addr);
+    ::inet_ntop(AF_INET, &in4->sin_addr, text, sizeof text);
+    return fmt::format("{}:{}", text, ntohs(in4->sin_port));
+}
+
+std::string local_address(int fd) {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof addr;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    return format_address(reinterpret_cast<const sockaddr*>(&addr));
+}
+
+std::string peer_address(int fd) {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof addr;
+    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) < 0) return "?";
+    return format_address(reinterpret_cast<const sockaddr*>(&addr));
+}
+
+void announce_listening(const sockaddr* addr) {
+    fmt::print("listening on {}\n", format_address(addr));
+    std::fflush(stdout);
+}
+
+void announce_listening(int listen_fd) {
+    fmt::print("listening on {}\n", local_address(listen_fd));
+    std::fflush(stdout);
+}
+
+bool send_all(int fd, std::string_view bytes) {
+    while (!bytes.empty()) {
+        ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;  // interrupted before anything was sent
+            return false;
+        }
+        bytes.remove_prefix(static_cast<std::size_t>(n));  // a short write: send the rest
+    }
+    return true;
+}
+
+}  // namespace net

@@ -1,0 +1,72 @@
+// Socket plumbing that does not depend on the concurrency model: resolving an
+// address, opening a listening or connected socket, printing addresses, and a
+// small RAII owner for file descriptors. Stages 01 and 02 use the descriptors
+// directly; 03 and 04 hand the address to libuv.
+#pragma once
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace net {
+
+// Owns one file descriptor and closes it exactly once. Move-only: two owners of
+// one descriptor would close it twice, and the second close might hit a
+// descriptor number the kernel has already handed to someone else.
+class Fd {
+public:
+    Fd() = default;
+    explicit Fd(int fd) : fd_(fd) {}
+    Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+    Fd& operator=(Fd&& other) noexcept {
+        if (this != &other) reset(std::exchange(other.fd_, -1));
+        return *this;
+    }
+    Fd(const Fd&) = delete;
+    Fd& operator=(const Fd&) = delete;
+    ~Fd() { reset(); }
+
+    int get() const { return fd_; }
+    explicit operator bool() const { return fd_ >= 0; }
+    void reset(int fd = -1) {
+        if (fd_ >= 0) ::close(fd_);
+        fd_ = fd;
+    }
+
+private:
+    int fd_ = -1;
+};
+
+// Resolves host:port (numeric or a name like "localhost") into a socket address.
+// Throws std::runtime_error with a readable message on failure.
+sockaddr_storage resolve(const std::string& host, std::uint16_t port, bool passive);
+
+// socket() + bind() + listen(), with SO_REUSEADDR so a restarted server does not
+// wait for old connections in TIME_WAIT. Throws std::runtime_error on failure.
+Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog = SOMAXCONN);
+
+// A blocking connect(). Throws std::runtime_error saying why it failed.
+Fd connect_tcp(const std::string& host, std::uint16_t port);
+
+// "127.0.0.1:1234" or "[::1]:1234".
+std::string format_address(const sockaddr* addr);
+std::string local_address(int fd);
+std::string peer_address(int fd);
+
+// Prints the ready line every test and script waits for -- exactly
+// "listening on HOST:PORT" as the first line of stdout -- and flushes it, since
+// stdout is a pipe (fully buffered) when a test reads it.
+void announce_listening(int listen_fd);
+void announce_listening(const sockaddr* addr);
+
+// Blocking write of every byte. send() may write fewer bytes than asked (the
+// kernel's send buffer was nearly full, or a signal arrived), so we loop.
+// MSG_NOSIGNAL: writing to a peer that has gone must return EPIPE, not kill the
+// whole process with SIGPIPE. Returns false on error (errno says which).
+bool send_all(int fd, std::string_view bytes);
+
+}  // namespace net

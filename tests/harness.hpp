@@ -1,0 +1,106 @@
+// Test plumbing for the conformance suites: start a real server or client
+// process, read its output with deadlines, and talk to servers as a plain
+// blocking peer. Nothing here sleeps to wait for a server: we read its
+// "listening on HOST:PORT" line, and every wait has a deadline so a broken
+// server fails a test instead of hanging it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "frame.hpp"
+#include "net.hpp"
+
+namespace harness {
+
+using namespace std::chrono_literals;
+using Millis = std::chrono::milliseconds;
+
+// Generous: sanitizer builds on a busy 2-core machine are slow. Passing tests
+// never wait this long; only a broken server does.
+inline constexpr Millis deadline = 20s;
+
+// Splits "python3 my_server.py --flag" on spaces (no quoting).
+std::vector<std::string> split_command(std::string_view command);
+
+// A child process with stdin and stdout as pipes; stderr goes to a temporary
+// file so it can be shown when a test fails. Killed (SIGKILL) on destruction if
+// still running.
+class Process {
+public:
+    explicit Process(const std::vector<std::string>& argv);
+    ~Process();
+    Process(const Process&) = delete;
+    Process& operator=(const Process&) = delete;
+
+    pid_t pid() const { return pid_; }
+
+    // One line of stdout without its newline; nullopt at EOF or on timeout.
+    std::optional<std::string> read_line(Millis timeout = deadline);
+    // Everything until stdout closes (the process exits).
+    std::string read_rest(Millis timeout = deadline);
+
+    void write_stdin(std::string_view text);
+    void close_stdin();
+    void signal(int sig);
+
+    // Exit code (or 128 + signal number); nullopt if still running at timeout.
+    std::optional<int> wait(Millis timeout = deadline);
+    std::string stderr_text() const;
+
+private:
+    pid_t pid_ = -1;
+    net::Fd stdin_;
+    net::Fd stdout_;
+    std::string stdout_buffer_;
+    std::string stderr_path_;
+    std::optional<int> status_;
+};
+
+// A server started with --port 0, ready to accept.
+struct Server {
+    Server(const std::vector<std::string>& command, const std::vector<std::string>& extra_args);
+    Process process;
+    std::string host;  // as printed, without brackets: "127.0.0.1" or "::1"
+    std::uint16_t port = 0;
+    std::string ready_line;
+};
+
+// A plain blocking test peer speaking the frame protocol.
+class Peer {
+public:
+    Peer(const std::string& host, std::uint16_t port);
+
+    void send_frame(std::string_view payload);
+    void send_raw(std::string_view bytes);
+    // The next frame; throws std::runtime_error on timeout, EOF or error.
+    std::string recv_frame(Millis timeout = deadline);
+    // True when the server closes this connection (EOF or reset) before any
+    // more data arrives; throws on timeout.
+    bool closed_by_server(Millis timeout = deadline);
+    // True when nothing at all arrives during `window`. Only ever used to
+    // assert that something does NOT happen, so a slow machine cannot make a
+    // correct server fail it.
+    bool quiet_for(Millis window);
+
+    void shutdown_write();
+    // Closes with SO_LINGER 0: the kernel sends RST instead of FIN.
+    void reset();
+    int fd() const { return fd_.get(); }
+
+private:
+    // Waits for readability; false on timeout.
+    bool wait_readable(Millis timeout);
+    net::Fd fd_;
+    frame::Decoder decoder_{64 * 1024 * 1024};
+    std::deque<std::string> held_;  // frames seen by quiet_for, not yet returned
+};
+
+}  // namespace harness

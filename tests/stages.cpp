@@ -1,0 +1,26 @@
+#include "stages.hpp"
+
+#include "stages.inc"  // generated: defines the SERVER_* and CLIENT_* paths
+
+namespace stages {
+
+std::vector<ServerSpec> built_servers() {
+    return {
+        {.name = "01_blocking_threads", .command = {SERVER_01, "--mode", "threads"}},
+        {.name = "01_blocking_iterative",
+         .command = {SERVER_01, "--mode", "iterative"},
+         .concurrent = false},
+    };
+}
+
+std::vector<ClientSpec> built_clients() {
+    return {
+        {.name = "01_blocking", .command = {CLIENT_01}},
+    };
+}
+
+std::vector<std::string> iterative_server() { return {SERVER_01, "--mode", "iterative"}; }
+
+std::vector<std::string> reference_server() { return {SERVER_01, "--mode", "threads"}; }
+
+}  // namespace stages

@@ -1,0 +1,34 @@
+// What the conformance suites test: every server and client this build makes.
+// The paths come from CMake (stages.inc, generated into the build folder).
+#pragma once
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace stages {
+
+struct ServerSpec {
+    std::string name;                  // shown in test names, e.g. 01_blocking_threads
+    std::vector<std::string> command;  // program and fixed arguments
+    bool concurrent = true;            // false: serves one client at a time (01 iterative)
+    bool ours = true;                  // ours: we may also check its log messages
+};
+
+struct ClientSpec {
+    std::string name;
+    std::vector<std::string> command;
+};
+
+// Test names show a spec by its name rather than as raw bytes.
+inline void PrintTo(const ServerSpec& spec, std::ostream* out) { *out << spec.name; }
+inline void PrintTo(const ClientSpec& spec, std::ostream* out) { *out << spec.name; }
+
+std::vector<ServerSpec> built_servers();
+std::vector<ClientSpec> built_clients();
+// The 01 iterative server, for the test that shows its limitation.
+std::vector<std::string> iterative_server();
+// The server the client conformance tests talk to.
+std::vector<std::string> reference_server();
+
+}  // namespace stages

@@ -228,7 +228,7 @@ void close_client(Server& server, const std::shared_ptr<Client>& client, std::st
 void wait_for_signal(Server& server, sigset_t signals) {
     int signal = 0;
     ::sigwait(&signals, &signal);
-    log("{} received, shutting down", ::strsignal(signal));
+    log("{} received, shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
     std::lock_guard lock(server.mutex);
     server.stopping = true;
     ::shutdown(server.listener.get(), SHUT_RDWR);  // accept() now fails

@@ -13,11 +13,11 @@
 //
 // Read top to bottom: accept, serve_client (the read loop), on_readable,
 // on_frame, broadcast, send_frame, close_client, then shutdown and main.
+#include <condition_variable>
 #include <csignal>
 #include <cstring>
 #include <memory>
 #include <mutex>
-#include <condition_variable>
 #include <string>
 #include <thread>
 #include <vector>
@@ -167,7 +167,8 @@ void serve_client(Server& server, const std::shared_ptr<Client>& client) {
 bool on_readable(Server& server, Client& client, frame::Decoder& decoder, std::string_view bytes) {
     server.trace.read(client.id, bytes.size());
     decoder.feed(bytes);
-    while (auto payload = decoder.next()) on_frame(server, client, *payload);
+    while (auto payload = decoder.next())
+        on_frame(server, client, *payload);
     return !decoder.failed();
 }
 

@@ -109,7 +109,8 @@ ServerOptions parse_server(const Program& program, std::span<char*> args) {
         } else if (opt == "--mode" && !program.modes.empty()) {
             std::string_view v = value();
             bool known = false;
-            for (auto m : program.modes) known = known || m == v;
+            for (auto m : program.modes)
+                known = known || m == v;
             if (!known) bad_usage(usage, fmt::format("unknown mode '{}'", v));
             o.mode = v;
         } else {

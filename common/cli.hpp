@@ -29,8 +29,8 @@ struct ClientOptions {
 
 // What a stage tells the parser about itself, for --help and --mode.
 struct Program {
-    std::string_view name;     // e.g. "01_blocking/server"
-    std::string_view summary;  // one line: what this program demonstrates
+    std::string_view name;                     // e.g. "01_blocking/server"
+    std::string_view summary;                  // one line: what this program demonstrates
     std::vector<std::string_view> modes = {};  // first one is the default
 };
 

@@ -37,8 +37,8 @@ void Decoder::feed(std::string_view chunk) {
             // header must not make us allocate 4 GiB.
             if (expected_ > max_frame_) {
                 failed_ = true;
-                error_ = fmt::format("frame of {} bytes exceeds the limit of {}", expected_,
-                                     max_frame_);
+                error_ =
+                    fmt::format("frame of {} bytes exceeds the limit of {}", expected_, max_frame_);
                 return;
             }
             payload_.reserve(expected_);

@@ -26,7 +26,7 @@ std::string encode(std::string_view payload);
 void encode_into(std::string& out, std::string_view payload);
 
 class Decoder {
-public:
+  public:
     explicit Decoder(std::uint32_t max_frame = default_max_frame) : max_frame_(max_frame) {}
 
     // Consumes a chunk of bytes of any size. After an error, further input is
@@ -46,7 +46,7 @@ public:
     bool mid_frame() const { return header_filled_ > 0; }
     std::uint32_t max_frame() const { return max_frame_; }
 
-private:
+  private:
     std::uint32_t max_frame_;
     unsigned char header_[header_size] = {};
     std::size_t header_filled_ = 0;  // 0..4 header bytes seen for the current frame

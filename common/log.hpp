@@ -37,7 +37,7 @@ void log(fmt::format_string<Args...> format, Args&&... args) {
 }
 
 class Trace {
-public:
+  public:
     explicit Trace(bool enabled) : enabled_(enabled) {}
     bool enabled() const { return enabled_; }
 
@@ -46,9 +46,11 @@ public:
     void frame(int client, std::size_t length) const { emit("frame", client, "len", length); }
     void queue(int client, std::size_t bytes) const { emit("queue", client, "bytes", bytes); }
     void write(int client, std::size_t bytes) const { emit("write", client, "bytes", bytes); }
-    void close(int client, std::string_view reason) const { emit("close", client, "reason", reason); }
+    void close(int client, std::string_view reason) const {
+        emit("close", client, "reason", reason);
+    }
 
-private:
+  private:
     template <typename Value>
     void emit(std::string_view event, int client, std::string_view key, const Value& value) const {
         if (!enabled_) return;

@@ -41,9 +41,9 @@ Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog) {
     int one = 1;
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), length_of(addr)) < 0) {
-        throw std::runtime_error(fmt::format("cannot listen on {}: {}",
-                                             format_address(reinterpret_cast<const sockaddr*>(&addr)),
-                                             std::strerror(errno)));
+        throw std::runtime_error(fmt::format(
+            "cannot listen on {}: {}", format_address(reinterpret_cast<const sockaddr*>(&addr)),
+            std::strerror(errno)));
     }
     if (::listen(fd.get(), backlog) < 0) {
         throw std::runtime_error(fmt::format("listen: {}", std::strerror(errno)));

@@ -18,7 +18,7 @@ namespace net {
 // one descriptor would close it twice, and the second close might hit a
 // descriptor number the kernel has already handed to someone else.
 class Fd {
-public:
+  public:
     Fd() = default;
     explicit Fd(int fd) : fd_(fd) {}
     Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
@@ -37,7 +37,7 @@ public:
         fd_ = fd;
     }
 
-private:
+  private:
     int fd_ = -1;
 };
 

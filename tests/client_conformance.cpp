@@ -20,7 +20,7 @@ using stages::ClientSpec;
 namespace {
 
 class ClientConformance : public ::testing::TestWithParam<ClientSpec> {
-protected:
+  protected:
     void SetUp() override {
         server_ = std::make_unique<Server>(stages::reference_server(), std::vector<std::string>{});
         // Two peers that the server has certainly registered (q's frame reached p).
@@ -87,20 +87,24 @@ TEST_P(ClientConformance, SendsAWholeFileFromStdinThenExitsZero) {
     ::close(fd);
     {
         std::ofstream file(path);
-        for (int i = 0; i < 2000; ++i) file << "line " << i << '\n';
+        for (int i = 0; i < 2000; ++i)
+            file << "line " << i << '\n';
     }
     // stdin is a regular file here, not a pipe: `client < lines.txt`.
     std::vector<std::string> argv = {"/bin/sh", "-c", std::string("exec \"$0\" \"$@\" < ") + path};
-    for (auto& a : client_command()) argv.push_back(a);
+    for (auto& a : client_command())
+        argv.push_back(a);
     client_ = std::make_unique<Process>(argv);
-    for (int i = 0; i < 2000; ++i) ASSERT_EQ(p_->recv_frame(), "line " + std::to_string(i));
+    for (int i = 0; i < 2000; ++i)
+        ASSERT_EQ(p_->recv_frame(), "line " + std::to_string(i));
     EXPECT_EQ(client_->wait(), 0);
     ::unlink(path);
 }
 
 TEST_P(ClientConformance, ExitsZeroOnEmptyInput) {
     std::vector<std::string> argv = {"/bin/sh", "-c", "exec \"$0\" \"$@\" < /dev/null"};
-    for (auto& a : client_command()) argv.push_back(a);
+    for (auto& a : client_command())
+        argv.push_back(a);
     client_ = std::make_unique<Process>(argv);
     EXPECT_EQ(client_->wait(), 0);
 }

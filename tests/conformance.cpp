@@ -32,7 +32,7 @@ std::vector<ServerSpec>& servers_under_test() {
 }
 
 class Conformance : public ::testing::TestWithParam<ServerSpec> {
-protected:
+  protected:
     void TearDown() override {
         // On failure, show what the server said: usually the fastest clue.
         if (HasFailure() && server_) {
@@ -71,7 +71,7 @@ protected:
 
 // The tests that need several clients served at the same time.
 class ConcurrentConformance : public Conformance {
-protected:
+  protected:
     void SetUp() override {
         if (!GetParam().concurrent) {
             GTEST_SKIP() << GetParam().name
@@ -105,8 +105,10 @@ TEST_P(ConcurrentConformance, KeepsEachSendersOrder) {
     start();
     auto& a = join();
     auto& b = join();
-    for (int i = 0; i < 1000; ++i) a.send_frame(std::to_string(i));
-    for (int i = 0; i < 1000; ++i) ASSERT_EQ(b.recv_frame(), std::to_string(i));
+    for (int i = 0; i < 1000; ++i)
+        a.send_frame(std::to_string(i));
+    for (int i = 0; i < 1000; ++i)
+        ASSERT_EQ(b.recv_frame(), std::to_string(i));
 }
 
 TEST_P(ConcurrentConformance, InterleavedSendersEachKeepTheirOrder) {
@@ -137,7 +139,8 @@ TEST_P(ConcurrentConformance, ReassemblesFramesSentOneByteAtATime) {
     auto& a = join();
     auto& b = join();
     const std::string wire = frame::encode("split") + frame::encode("") + frame::encode("bytes");
-    for (char byte : wire) a.send_raw({&byte, 1});  // TCP_NODELAY: likely one segment each
+    for (char byte : wire)
+        a.send_raw({&byte, 1});  // TCP_NODELAY: likely one segment each
     EXPECT_EQ(b.recv_frame(), "split");
     EXPECT_EQ(b.recv_frame(), "");
     EXPECT_EQ(b.recv_frame(), "bytes");
@@ -148,9 +151,11 @@ TEST_P(ConcurrentConformance, SplitsManyFramesFromOneWrite) {
     auto& a = join();
     auto& b = join();
     std::string wire;
-    for (int i = 0; i < 200; ++i) wire += frame::encode("batch " + std::to_string(i));
+    for (int i = 0; i < 200; ++i)
+        wire += frame::encode("batch " + std::to_string(i));
     a.send_raw(wire);
-    for (int i = 0; i < 200; ++i) ASSERT_EQ(b.recv_frame(), "batch " + std::to_string(i));
+    for (int i = 0; i < 200; ++i)
+        ASSERT_EQ(b.recv_frame(), "batch " + std::to_string(i));
 }
 
 TEST_P(ConcurrentConformance, RelaysEmptyFrames) {
@@ -168,7 +173,8 @@ TEST_P(ConcurrentConformance, RelaysFramesOfExactlyTheLimitByteForByte) {
     auto& a = join();
     auto& b = join();
     std::string big(frame::default_max_frame, '\0');
-    for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7 + i / 251);
+    for (std::size_t i = 0; i < big.size(); ++i)
+        big[i] = static_cast<char>(i * 7 + i / 251);
     a.send_frame(big);
     a.send_frame("small one after");
     EXPECT_TRUE(b.recv_frame() == big) << "1 MiB frame corrupted";
@@ -252,8 +258,10 @@ TEST_P(ConcurrentConformance, OthersCarryOnWhenAClientLeaves) {
 TEST_P(ConcurrentConformance, ServesManyClientsAtOnce) {
     start();
     constexpr int n = 40;
-    for (int i = 0; i < n; ++i) join();
-    for (int i = 0; i < n; ++i) peers_[i]->send_frame("from " + std::to_string(i));
+    for (int i = 0; i < n; ++i)
+        join();
+    for (int i = 0; i < n; ++i)
+        peers_[i]->send_frame("from " + std::to_string(i));
     for (int i = 0; i < n; ++i) {
         std::vector<bool> seen(n, false);
         for (int k = 0; k < n - 1; ++k) {
@@ -285,7 +293,8 @@ TEST_P(Conformance, EchoesOneByteAtATime) {
     start({"--echo"});
     Peer a(server_->host, server_->port);
     const std::string wire = frame::encode("abc") + frame::encode("de");
-    for (char byte : wire) a.send_raw({&byte, 1});
+    for (char byte : wire)
+        a.send_raw({&byte, 1});
     EXPECT_EQ(a.recv_frame(), "abc");
     EXPECT_EQ(a.recv_frame(), "de");
 }
@@ -395,7 +404,8 @@ int main(int argc, char** argv) {
             yours = true;
         } else if (arg == "--serial") {
             // For a server that handles one client at a time.
-            for (auto& s : servers_under_test()) s.concurrent = false;
+            for (auto& s : servers_under_test())
+                s.concurrent = false;
         } else {
             rest.push_back(argv[i]);
         }

@@ -11,7 +11,8 @@ namespace {
 
 std::vector<std::string> decode_all(frame::Decoder& decoder) {
     std::vector<std::string> frames;
-    while (auto f = decoder.next()) frames.push_back(*f);
+    while (auto f = decoder.next())
+        frames.push_back(*f);
     return frames;
 }
 
@@ -27,7 +28,8 @@ TEST(Decoder, OneByteAtATime) {
     std::vector<std::string> frames;
     for (char c : wire) {
         decoder.feed({&c, 1});
-        for (auto& f : decode_all(decoder)) frames.push_back(f);
+        for (auto& f : decode_all(decoder))
+            frames.push_back(f);
     }
     EXPECT_EQ(frames, (std::vector<std::string>{"hello", "", "world"}));
     EXPECT_FALSE(decoder.failed());
@@ -37,7 +39,8 @@ TEST(Decoder, OneByteAtATime) {
 TEST(Decoder, ManyFramesInOneChunk) {
     frame::Decoder decoder;
     std::string wire;
-    for (int i = 0; i < 100; ++i) wire += frame::encode(std::to_string(i));
+    for (int i = 0; i < 100; ++i)
+        wire += frame::encode(std::to_string(i));
     decoder.feed(wire);
     auto frames = decode_all(decoder);
     ASSERT_EQ(frames.size(), 100u);
@@ -53,11 +56,13 @@ TEST(Decoder, RandomChunkingsRoundTrip) {
         for (int i = 0; i < count; ++i) {
             // Mostly small frames, sometimes empty, sometimes large.
             const int size_class = std::uniform_int_distribution<>(0, 9)(rng);
-            const std::size_t size = size_class == 0   ? 0
-                                     : size_class == 9 ? std::uniform_int_distribution<>(0, 70000)(rng)
-                                                       : std::uniform_int_distribution<>(1, 300)(rng);
+            const std::size_t size = size_class == 0 ? 0
+                                     : size_class == 9
+                                         ? std::uniform_int_distribution<>(0, 70000)(rng)
+                                         : std::uniform_int_distribution<>(1, 300)(rng);
             std::string payload(size, '\0');
-            for (auto& c : payload) c = static_cast<char>(rng());  // any byte, '\0' and '\n' included
+            for (auto& c : payload)
+                c = static_cast<char>(rng());  // any byte, '\0' and '\n' included
             wire += frame::encode(payload);
             sent.push_back(std::move(payload));
         }
@@ -68,7 +73,8 @@ TEST(Decoder, RandomChunkingsRoundTrip) {
             const std::size_t chunk = std::uniform_int_distribution<std::size_t>(1, 5000)(rng);
             decoder.feed(std::string_view(wire).substr(pos, chunk));
             pos += chunk;
-            for (auto& f : decode_all(decoder)) received.push_back(std::move(f));
+            for (auto& f : decode_all(decoder))
+                received.push_back(std::move(f));
         }
         ASSERT_FALSE(decoder.failed());
         ASSERT_FALSE(decoder.mid_frame());
@@ -107,15 +113,22 @@ void* operator new(std::size_t size) {
     if (void* p = std::malloc(size ? size : 1)) return p;
     throw std::bad_alloc();
 }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p) noexcept {
+    std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+    std::free(p);
+}
 
 namespace {
 
 TEST(Decoder, HugeLengthRejectedWithoutAllocating) {
     frame::Decoder decoder;
     const std::size_t before = allocated_bytes;
-    decoder.feed(std::string("\xFF\xFF\xFF\xFF" "some bytes that follow", 26));
+    decoder.feed(
+        std::string("\xFF\xFF\xFF\xFF"
+                    "some bytes that follow",
+                    26));
     EXPECT_TRUE(decoder.failed());
     EXPECT_LT(allocated_bytes - before, 4096u) << "decoder allocated for a frame it rejected";
     EXPECT_FALSE(decoder.next().has_value());

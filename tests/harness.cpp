@@ -51,7 +51,8 @@ bool poll_one(int fd, short events, Millis timeout) {
 std::vector<std::string> split_command(std::string_view command) {
     std::vector<std::string> words;
     std::istringstream in{std::string(command)};
-    for (std::string word; in >> word;) words.push_back(word);
+    for (std::string word; in >> word;)
+        words.push_back(word);
     return words;
 }
 
@@ -82,7 +83,8 @@ Process::Process(const std::vector<std::string>& argv) {
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
 
     std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    for (const auto& a : argv)
+        args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
     int rc = ::posix_spawnp(&pid_, args[0], &actions, &attr, args.data(), environ);
     posix_spawn_file_actions_destroy(&actions);
@@ -141,14 +143,19 @@ void Process::write_stdin(std::string_view text) {
     while (!text.empty()) {
         ssize_t n = ::write(stdin_.get(), text.data(), text.size());
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) throw std::runtime_error(fmt::format("write to child: {}", std::strerror(errno)));
+        if (n < 0)
+            throw std::runtime_error(fmt::format("write to child: {}", std::strerror(errno)));
         text.remove_prefix(static_cast<std::size_t>(n));
     }
 }
 
-void Process::close_stdin() { stdin_.reset(); }
+void Process::close_stdin() {
+    stdin_.reset();
+}
 
-void Process::signal(int sig) { ::kill(pid_, sig); }
+void Process::signal(int sig) {
+    ::kill(pid_, sig);
+}
 
 std::optional<int> Process::wait(Millis timeout) {
     if (status_) return status_;
@@ -189,7 +196,8 @@ Server::Server(const std::vector<std::string>& command, const std::vector<std::s
     static const std::regex ready(R"(^listening on (\[([0-9a-fA-F:.]+)\]|([0-9.]+)):([0-9]+)$)");
     std::smatch m;
     if (!std::regex_match(ready_line, m, ready)) {
-        throw std::runtime_error("first stdout line is not 'listening on HOST:PORT': " + ready_line);
+        throw std::runtime_error("first stdout line is not 'listening on HOST:PORT': " +
+                                 ready_line);
     }
     host = m[2].matched ? m[2].str() : m[3].str();
     port = static_cast<std::uint16_t>(std::stoi(m[4].str()));
@@ -197,7 +205,9 @@ Server::Server(const std::vector<std::string>& command, const std::vector<std::s
 
 Peer::Peer(const std::string& host, std::uint16_t port) : fd_(net::connect_tcp(host, port)) {}
 
-void Peer::send_frame(std::string_view payload) { send_raw(frame::encode(payload)); }
+void Peer::send_frame(std::string_view payload) {
+    send_raw(frame::encode(payload));
+}
 
 void Peer::send_raw(std::string_view bytes) {
     if (!net::send_all(fd_.get(), bytes)) {
@@ -205,7 +215,9 @@ void Peer::send_raw(std::string_view bytes) {
     }
 }
 
-bool Peer::wait_readable(Millis timeout) { return poll_one(fd_.get(), POLLIN, timeout); }
+bool Peer::wait_readable(Millis timeout) {
+    return poll_one(fd_.get(), POLLIN, timeout);
+}
 
 std::string Peer::recv_frame(Millis timeout) {
     const auto until = Clock::now() + timeout;
@@ -229,7 +241,8 @@ std::string Peer::recv_frame(Millis timeout) {
 }
 
 bool Peer::closed_by_server(Millis timeout) {
-    if (!wait_readable(timeout)) throw std::runtime_error("timed out waiting for the server to close");
+    if (!wait_readable(timeout))
+        throw std::runtime_error("timed out waiting for the server to close");
     char buf[1];
     ssize_t n = ::recv(fd_.get(), buf, sizeof buf, 0);
     return n == 0 || (n < 0 && (errno == ECONNRESET || errno == EPIPE));
@@ -244,7 +257,9 @@ bool Peer::quiet_for(Millis window) {
     return !wait_readable(window);
 }
 
-void Peer::shutdown_write() { ::shutdown(fd_.get(), SHUT_WR); }
+void Peer::shutdown_write() {
+    ::shutdown(fd_.get(), SHUT_WR);
+}
 
 void Peer::reset() {
     linger hard{1, 0};

@@ -34,7 +34,7 @@ std::vector<std::string> split_command(std::string_view command);
 // file so it can be shown when a test fails. Killed (SIGKILL) on destruction if
 // still running.
 class Process {
-public:
+  public:
     explicit Process(const std::vector<std::string>& argv);
     ~Process();
     Process(const Process&) = delete;
@@ -55,7 +55,7 @@ public:
     std::optional<int> wait(Millis timeout = deadline);
     std::string stderr_text() const;
 
-private:
+  private:
     pid_t pid_ = -1;
     net::Fd stdin_;
     net::Fd stdout_;
@@ -75,7 +75,7 @@ struct Server {
 
 // A plain blocking test peer speaking the frame protocol.
 class Peer {
-public:
+  public:
     Peer(const std::string& host, std::uint16_t port);
 
     void send_frame(std::string_view payload);
@@ -95,7 +95,7 @@ public:
     void reset();
     int fd() const { return fd_.get(); }
 
-private:
+  private:
     // Waits for readability; false on timeout.
     bool wait_readable(Millis timeout);
     net::Fd fd_;

@@ -10,17 +10,27 @@ std::vector<ServerSpec> built_servers() {
         {.name = "01_blocking_iterative",
          .command = {SERVER_01, "--mode", "iterative"},
          .concurrent = false},
+        {.name = "02_select", .command = {SERVER_02}},
     };
 }
 
 std::vector<ClientSpec> built_clients() {
     return {
         {.name = "01_blocking", .command = {CLIENT_01}},
+        {.name = "02_select", .command = {CLIENT_02}},
     };
 }
 
-std::vector<std::string> iterative_server() { return {SERVER_01, "--mode", "iterative"}; }
+std::vector<std::string> iterative_server() {
+    return {SERVER_01, "--mode", "iterative"};
+}
 
-std::vector<std::string> reference_server() { return {SERVER_01, "--mode", "threads"}; }
+std::vector<std::string> select_server() {
+    return {SERVER_02};
+}
+
+std::vector<std::string> reference_server() {
+    return {SERVER_01, "--mode", "threads"};
+}
 
 }  // namespace stages

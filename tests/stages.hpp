@@ -21,13 +21,19 @@ struct ClientSpec {
 };
 
 // Test names show a spec by its name rather than as raw bytes.
-inline void PrintTo(const ServerSpec& spec, std::ostream* out) { *out << spec.name; }
-inline void PrintTo(const ClientSpec& spec, std::ostream* out) { *out << spec.name; }
+inline void PrintTo(const ServerSpec& spec, std::ostream* out) {
+    *out << spec.name;
+}
+inline void PrintTo(const ClientSpec& spec, std::ostream* out) {
+    *out << spec.name;
+}
 
 std::vector<ServerSpec> built_servers();
 std::vector<ClientSpec> built_clients();
 // The 01 iterative server, for the test that shows its limitation.
 std::vector<std::string> iterative_server();
+// The 02 select server, for the test of its FD_SETSIZE limit.
+std::vector<std::string> select_server();
 // The server the client conformance tests talk to.
 std::vector<std::string> reference_server();
 

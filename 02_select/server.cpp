@@ -1,0 +1,318 @@
+// Stage 02: one thread, non-blocking sockets, select().
+//
+// Instead of a thread waiting on each socket, one thread asks the kernel
+// "which of these descriptors can I read or write *without waiting*?" with
+// select(), then does exactly that much work and asks again. Nothing ever
+// blocks, so one thread serves everyone:
+//
+//   loop:  select(listener + clients to read, clients with pending output to write)
+//          listener readable  -> accept
+//          client readable    -> on_readable -> on_frame -> broadcast -> send_frame
+//          client writable    -> on_writable
+//
+// The price: all state that lived on a thread's stack in stage 01 (the decoder,
+// what is left to write) now lives in the Client struct, and every read and
+// write may do only part of the job.
+#include <fcntl.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "buffer.hpp"
+#include "cli.hpp"
+#include "frame.hpp"
+#include "log.hpp"
+#include "net.hpp"
+
+using logs::log;
+
+namespace {
+
+// The most we queue for one client that is not reading. Past it the client is
+// disconnected: a stalled reader must not grow our memory without bound, nor
+// slow anyone else down. (Always room for at least two maximal frames.)
+constexpr std::size_t max_pending_default = 4 * 1024 * 1024;
+
+// On shutdown we flush queued frames, but not forever: a client that does not
+// read gets this long.
+constexpr int shutdown_grace_seconds = 5;
+
+struct Client {
+    int id = 0;
+    std::string peer;
+    net::Fd fd;  // closed (and so reset to -1) by close_client
+    frame::Decoder decoder;
+    net::OutputBuffer output;  // bytes not yet accepted by the kernel
+    bool closing = false;      // no more reading; close once output is flushed
+};
+
+struct Server {
+    cli::ServerOptions options;
+    logs::Trace trace{false};
+    std::size_t max_pending = max_pending_default;
+    net::Fd listener;
+    net::Fd spare_fd;  // kept in reserve for EMFILE, see accept()
+    std::vector<std::unique_ptr<Client>> clients;
+    int next_id = 1;
+    bool stopping = false;
+};
+
+// Signals arrive at any moment, in the middle of anything; the handler only
+// writes a byte to this pipe, and select() wakes up for it like for a socket.
+int signal_pipe[2] = {-1, -1};
+
+void set_nonblocking(int fd) {
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+void on_readable(Server& server, Client& client);
+void on_frame(Server& server, Client& from, const std::string& payload);
+void broadcast(Server& server, const Client& from, std::string_view encoded);
+void send_frame(Server& server, Client& to, std::string_view encoded);
+void on_writable(Server& server, Client& client);
+void close_client(Server& server, Client& client, std::string_view reason);
+
+// The listener is readable: connections are waiting. Take them all.
+void accept(Server& server) {
+    while (true) {
+        net::Fd fd{
+            ::accept4(server.listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC)};
+        if (!fd) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return;  // no more waiting
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EMFILE || errno == ENFILE) {
+                // Out of descriptors. The connection stays queued and the
+                // listener stays readable, so select() would return at once,
+                // forever: a busy loop. Free our spare descriptor, accept the
+                // connection and close it, then take the spare back.
+                server.spare_fd.reset();
+                net::Fd shed{::accept(server.listener.get(), nullptr, nullptr)};
+                log("out of descriptors: refused a connection ({})", std::strerror(EMFILE));
+                shed.reset();
+                server.spare_fd.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+                continue;
+            }
+            log("accept failed: {}", std::strerror(errno));
+            return;
+        }
+        // FD_SET on a descriptor >= FD_SETSIZE (1024) writes past the end of
+        // the fd_set: memory corruption, not an error code. select() simply
+        // cannot watch it, so we refuse the client.
+        if (fd.get() >= FD_SETSIZE) {
+            log("refused {}: descriptor {} >= FD_SETSIZE ({}), select() cannot watch it",
+                net::peer_address(fd.get()), fd.get(), FD_SETSIZE);
+            continue;  // the Fd closes the connection
+        }
+        auto client = std::make_unique<Client>();
+        client->id = server.next_id++;
+        client->peer = net::peer_address(fd.get());
+        client->fd = std::move(fd);
+        client->decoder = frame::Decoder(server.options.max_frame);
+        log("client {} connected from {}", client->id, client->peer);
+        server.trace.accept(client->id, client->peer);
+        server.clients.push_back(std::move(client));
+    }
+}
+
+// select() said we can read without blocking. Read once -- whatever is there,
+// which may be half a header or many frames -- and go back to the loop, so one
+// busy client cannot starve the others.
+void on_readable(Server& server, Client& client) {
+    char buffer[64 * 1024];
+    ssize_t n = ::recv(client.fd.get(), buffer, sizeof buffer, 0);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;  // try later
+        close_client(server, client, std::strerror(errno));
+        return;
+    }
+    if (n == 0) {  // the peer closed (or half-closed) its side
+        if (client.decoder.mid_frame()) {
+            close_client(server, client, "end of stream in the middle of a frame (dropped)");
+        } else if (client.output.empty()) {
+            close_client(server, client, "end of stream");
+        } else {
+            client.closing = true;  // flush what we owe it first (echo mode)
+        }
+        return;
+    }
+    server.trace.read(client.id, static_cast<std::size_t>(n));
+    client.decoder.feed({buffer, static_cast<std::size_t>(n)});
+    while (auto payload = client.decoder.next())
+        on_frame(server, client, *payload);
+    if (client.decoder.failed()) close_client(server, client, client.decoder.error());
+}
+
+void on_frame(Server& server, Client& from, const std::string& payload) {
+    server.trace.frame(from.id, payload.size());
+    const std::string encoded = frame::encode(payload);
+    if (server.options.echo) {
+        send_frame(server, from, encoded);
+    } else {
+        broadcast(server, from, encoded);
+    }
+}
+
+void broadcast(Server& server, const Client& from, std::string_view encoded) {
+    for (auto& to : server.clients) {
+        if (to.get() != &from && to->fd) send_frame(server, *to, encoded);
+    }
+}
+
+// Queue a frame for a client. Nothing is written here: the socket joins the
+// write set, and on_writable sends when the kernel has room.
+void send_frame(Server& server, Client& to, std::string_view encoded) {
+    if (to.closing) return;  // it is leaving: nothing new for it
+    if (to.output.size() + encoded.size() > server.max_pending) {
+        close_client(server, to,
+                     fmt::format("not reading: over {} bytes pending", server.max_pending));
+        return;
+    }
+    to.output.append(encoded);
+    server.trace.queue(to.id, encoded.size());
+}
+
+// select() said the socket can take more bytes. send() takes what fits --
+// possibly only part -- and the rest stays queued for next time.
+void on_writable(Server& server, Client& client) {
+    std::string_view pending = client.output.pending();
+    ssize_t n = ::send(client.fd.get(), pending.data(), pending.size(), MSG_NOSIGNAL);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+        close_client(server, client, std::strerror(errno));
+        return;
+    }
+    client.output.consume(static_cast<std::size_t>(n));
+    server.trace.write(client.id, static_cast<std::size_t>(n));
+    if (client.output.empty() && client.closing) close_client(server, client, "end of stream");
+}
+
+// Closes the descriptor now (so it leaves the fd_sets) but keeps the Client
+// until the end of the loop pass: others may still hold a reference to it.
+void close_client(Server& server, Client& client, std::string_view reason) {
+    if (!client.fd) return;  // already closed in this pass
+    server.trace.close(client.id, reason);
+    log("client {} disconnected: {}", client.id, reason);
+    client.fd.reset();
+}
+
+void on_signal(int) {
+    const int saved = errno;  // a handler must leave errno as it found it
+    [[maybe_unused]] auto ignored = ::write(signal_pipe[1], "!", 1);
+    errno = saved;
+}
+
+// SIGINT/SIGTERM: stop accepting and reading, flush what is already queued
+// for connected clients, then close them. run() exits once all are gone.
+void begin_shutdown(Server& server) {
+    char drained[64];
+    while (::read(signal_pipe[0], drained, sizeof drained) > 0) {
+    }
+    if (server.stopping) return;
+    log("signal received, shutting down");
+    server.stopping = true;
+    server.listener.reset();
+    for (auto& client : server.clients) {
+        client->closing = true;
+        if (client->output.empty()) close_client(server, *client, "server shutting down");
+    }
+}
+
+void run(Server& server) {
+    while (true) {
+        // Rebuilt on every pass: select() overwrites the sets with its answer.
+        fd_set readable, writable;
+        FD_ZERO(&readable);
+        FD_ZERO(&writable);
+        int max_fd = signal_pipe[0];
+        FD_SET(signal_pipe[0], &readable);
+        if (server.listener) {
+            FD_SET(server.listener.get(), &readable);
+            max_fd = std::max(max_fd, server.listener.get());
+        }
+        for (const auto& client : server.clients) {
+            const int fd = client->fd.get();
+            if (!client->closing) FD_SET(fd, &readable);
+            // Only while there is something to write: an idle socket is almost
+            // always writable, and would wake select() up for nothing.
+            if (!client->output.empty()) FD_SET(fd, &writable);
+            max_fd = std::max(max_fd, fd);
+        }
+        if (server.stopping && server.clients.empty()) return;
+
+        // No timeout: sleep until something is ready. (The talk's timeout=0
+        // turns this into a busy loop that burns a core doing nothing.) Only
+        // while shutting down do we bound the wait for slow clients.
+        timeval grace{shutdown_grace_seconds, 0};
+        int ready =
+            ::select(max_fd + 1, &readable, &writable, nullptr, server.stopping ? &grace : nullptr);
+        if (ready < 0) {
+            if (errno == EINTR) continue;  // a signal; the pipe tells us which
+            throw std::runtime_error(fmt::format("select: {}", std::strerror(errno)));
+        }
+        if (ready == 0) {  // shutting down and nobody took a byte for a while
+            for (auto& client : server.clients) {
+                close_client(server, *client, "server shutting down (output not flushed)");
+            }
+            server.clients.clear();
+            continue;
+        }
+
+        if (FD_ISSET(signal_pipe[0], &readable)) begin_shutdown(server);
+        if (server.listener && FD_ISSET(server.listener.get(), &readable)) accept(server);
+        // Clients accepted just now are at the end and were not in the sets.
+        for (std::size_t i = 0; i < server.clients.size(); ++i) {
+            Client& client = *server.clients[i];
+            if (client.fd && FD_ISSET(client.fd.get(), &readable)) on_readable(server, client);
+            if (client.fd && FD_ISSET(client.fd.get(), &writable)) on_writable(server, client);
+        }
+        // Forget the clients closed during this pass.
+        std::erase_if(server.clients, [](const auto& client) { return !client->fd; });
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Server server;
+    server.options = cli::parse_server(
+        {.name = "02_select/server", .summary = "one thread, non-blocking sockets and select()"},
+        {argv, static_cast<std::size_t>(argc)});
+    server.trace = logs::Trace(server.options.trace);
+    server.max_pending = std::max<std::size_t>(max_pending_default,
+                                               2 * (server.options.max_frame + frame::header_size));
+
+    if (::pipe2(signal_pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
+        log("error: pipe: {}", std::strerror(errno));
+        return 1;
+    }
+    struct sigaction action {};
+    action.sa_handler = on_signal;
+    ::sigaction(SIGINT, &action, nullptr);
+    ::sigaction(SIGTERM, &action, nullptr);
+
+    try {
+        server.listener = net::listen_tcp(server.options.host, server.options.port);
+    } catch (const std::exception& e) {
+        log("error: {}", e.what());
+        return 1;
+    }
+    // Non-blocking: select() may report a connection that is gone (reset)
+    // before we accept it, and a blocking accept() would then wait for the next.
+    set_nonblocking(server.listener.get());
+    server.spare_fd.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    net::announce_listening(server.listener.get());
+    log("mode: select, {}, at most {} bytes pending per client",
+        server.options.echo ? "echo" : "relay", server.max_pending);
+
+    run(server);
+    log("bye");
+    return 0;
+}

@@ -38,7 +38,7 @@ namespace {
 // A receiver that stops reading makes send() block once its socket buffers
 // fill. In blocking code the sender's thread is stuck there, so we give up on
 // such a receiver after this long (stage 02 handles it without waiting at all).
-constexpr int send_timeout_seconds = 5;
+constexpr int send_timeout_seconds = 3;
 
 struct Client {
     int id;
@@ -92,12 +92,14 @@ void accept(Server& server) {
                 std::lock_guard lock(server.mutex);
                 if (server.stopping) return;  // shutdown() woke us up
             }
-            log("accept failed: {}", std::strerror(errno));
             if (errno == EMFILE || errno == ENFILE) {
                 // Out of descriptors. The pending connection stays queued, so
                 // retrying at once would spin at 100% CPU: back off a little.
+                log("out of descriptors ({}), retrying in 100 ms", std::strerror(errno));
                 std::this_thread::sleep_for(std::chrono::milliseconds(100));
+                continue;
             }
+            log("accept failed: {}", std::strerror(errno));
             continue;
         }
         timeval timeout{send_timeout_seconds, 0};

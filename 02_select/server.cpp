@@ -93,11 +93,15 @@ void accept(Server& server) {
                 // listener stays readable, so select() would return at once,
                 // forever: a busy loop. Free our spare descriptor, accept the
                 // connection and close it, then take the spare back.
+                // (Linux reports EMFILE even when nobody is waiting, so stop
+                // once the queue is empty.)
                 server.spare_fd.reset();
                 net::Fd shed{::accept(server.listener.get(), nullptr, nullptr)};
-                log("out of descriptors: refused a connection ({})", std::strerror(EMFILE));
+                const bool queue_empty = !shed;
+                if (shed) log("out of descriptors: refused {}", net::peer_address(shed.get()));
                 shed.reset();
                 server.spare_fd.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+                if (queue_empty) return;
                 continue;
             }
             log("accept failed: {}", std::strerror(errno));

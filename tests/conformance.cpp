@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include "harness.hpp"
@@ -29,6 +30,18 @@ namespace {
 std::vector<ServerSpec>& servers_under_test() {
     static std::vector<ServerSpec> servers = stages::built_servers();
     return servers;
+}
+
+// After clients leave, the server frees their descriptors only once it has
+// noticed; until then a newcomer may still be refused. So: a bounded number
+// of attempts to get one echo-mode round trip through.
+bool new_client_served(const Server& server) {
+    for (int attempt = 0; attempt < 1000; ++attempt) {
+        Peer late(server.host, server.port);
+        late.send_frame("late");
+        if (late.recv_frame_or_close() == "late") return true;
+    }
+    return false;
 }
 
 class Conformance : public ::testing::TestWithParam<ServerSpec> {
@@ -363,6 +376,82 @@ TEST_P(Conformance, PrintsHelp) {
     EXPECT_EQ(p.wait(), 0);
 }
 
+TEST_P(ConcurrentConformance, DeliversQueuedFramesBeforeStoppingOnSigterm) {
+    auto& server = start();
+    auto& sender = join();
+    auto& witness = join();
+    auto& receiver = join();  // reads nothing until after the signal
+    const std::string big(256 * 1024, 'q');
+    for (int i = 0; i < 8; ++i)
+        sender.send_frame(std::to_string(i) + big);
+    // The witness got all eight: the server has read them and they are on
+    // their way to the receiver, in the server's buffers or the kernel's.
+    for (int i = 0; i < 8; ++i)
+        ASSERT_EQ(witness.recv_frame(), std::to_string(i) + big);
+    server.process.signal(SIGTERM);
+    for (int i = 0; i < 8; ++i) {
+        ASSERT_EQ(receiver.recv_frame(), std::to_string(i) + big) << "frame " << i << " lost";
+    }
+    EXPECT_TRUE(receiver.closed_by_server());
+    EXPECT_EQ(server.process.wait(), 0);
+}
+
+// A receiver that never reads while two others exchange 64 MiB: the server
+// must cut it off (bounded memory) and keep the others going. The exchange
+// goes in windows of 1 MiB that the reader acknowledges by receiving them, as
+// a real conversation would; only the stalled client falls behind.
+TEST_P(ConcurrentConformance, DisconnectsAReceiverThatStopsReading) {
+    start();
+    auto& sender = join();
+    auto& reader = join();
+    auto& stalled = join();
+    constexpr int frames = 1024, window = 16;
+    const std::string filler(64 * 1024, 's');
+    auto numbered = [&](int i) { return std::to_string(i) + ":" + filler; };
+
+    for (int first = 0; first < frames; first += window) {
+        for (int i = first; i < first + window; ++i) sender.send_frame(numbered(i));
+        for (int i = first; i < first + window; ++i) {
+            auto frame = reader.recv_frame();
+            ASSERT_EQ(frame.substr(0, frame.find(':')), std::to_string(i));
+            ASSERT_EQ(frame, numbered(i));
+        }
+    }
+    int got = 0;
+    while (stalled.recv_frame_or_close()) ++got;
+    EXPECT_LT(got, frames) << "the server buffered everything for a client that never read";
+}
+
+// Run the server with a tiny descriptor limit and connect more clients than
+// it can hold: it must neither crash nor stop serving the clients it has.
+TEST_P(ConcurrentConformance, SurvivesRunningOutOfDescriptors) {
+    std::vector<std::string> command = {"/bin/sh", "-c", "ulimit -n 64 && exec \"$@\"", "sh"};
+    for (const auto& word : GetParam().command)
+        command.push_back(word);
+    server_ = std::make_unique<Server>(command, std::vector<std::string>{"--echo"});
+    Peer first(server_->host, server_->port);
+    first.send_frame("first");
+    ASSERT_EQ(first.recv_frame(), "first");
+
+    std::vector<std::unique_ptr<Peer>> flood;
+    for (int i = 0; i < 100; ++i) {
+        flood.push_back(std::make_unique<Peer>(server_->host, server_->port));
+        flood.back()->send_frame("flood");
+    }
+    if (GetParam().ours) {
+        // Our servers say so; then we know the limit was really hit.
+        EXPECT_TRUE(server_->process.wait_for_stderr("out of descriptors"));
+    }
+    first.send_frame("still served");
+    EXPECT_EQ(first.recv_frame(), "still served");
+    flood.clear();  // descriptors come free again...
+
+    // ...once the server has seen those connections close. Until then a new
+    // client may still be refused, so retry (a bounded number of times).
+    EXPECT_TRUE(new_client_served(*server_)) << "no new client served after descriptors came free";
+    EXPECT_FALSE(server_->process.wait(0ms).has_value()) << "server died";
+}
+
 auto spec_name = [](const auto& info) { return info.param.name; };
 INSTANTIATE_TEST_SUITE_P(Stages, Conformance, ::testing::ValuesIn(servers_under_test()), spec_name);
 INSTANTIATE_TEST_SUITE_P(Stages, ConcurrentConformance, ::testing::ValuesIn(servers_under_test()),
@@ -385,6 +474,39 @@ TEST(IterativeServer, ServesTheSecondClientOnlyAfterTheFirstLeaves) {
     first.shutdown_write();
     EXPECT_TRUE(first.closed_by_server());
     EXPECT_EQ(second.recv_frame(), "second");  // now it is second's turn
+}
+
+// select() cannot watch descriptors >= FD_SETSIZE (1024). The select server
+// must refuse those clients with a log line and keep serving the others.
+TEST(SelectServer, RefusesClientsPastFdSetsizeAndKeepsServing) {
+    // Room for ~1100 connections in this process and (inherited) in the server.
+    rlimit limit{};
+    ::getrlimit(RLIMIT_NOFILE, &limit);
+    if (limit.rlim_max < 1200) GTEST_SKIP() << "hard descriptor limit below 1200";
+    limit.rlim_cur = limit.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &limit);
+
+    Server server(stages::select_server(), {"--echo"});
+    std::vector<std::unique_ptr<Peer>> peers;
+    int served = 0, refused = 0;
+    for (int i = 0; i < 1100; ++i) {
+        auto& peer = *peers.emplace_back(std::make_unique<Peer>(server.host, server.port));
+        peer.send_frame("hello");
+        if (auto echo = peer.recv_frame_or_close()) {
+            ASSERT_EQ(*echo, "hello");
+            ++served;
+        } else {
+            ++refused;
+        }
+    }
+    EXPECT_GT(served, 1000);
+    EXPECT_GT(refused, 0) << "no client was refused: is the FD_SETSIZE check gone?";
+    EXPECT_NE(server.process.stderr_text().find("FD_SETSIZE"), std::string::npos);
+
+    peers.front()->send_frame("the first client is fine");
+    EXPECT_EQ(peers.front()->recv_frame(), "the first client is fine");
+    peers.resize(900);  // free some descriptors: new clients fit again
+    EXPECT_TRUE(new_client_served(server));
 }
 
 }  // namespace

@@ -180,6 +180,15 @@ std::string Process::stderr_text() const {
     return text.str();
 }
 
+bool Process::wait_for_stderr(std::string_view text, Millis timeout) const {
+    const auto until = Clock::now() + timeout;
+    while (stderr_text().find(text) == std::string::npos) {
+        if (Clock::now() >= until) return false;
+        std::this_thread::sleep_for(10ms);  // a file cannot be waited on
+    }
+    return true;
+}
+
 Server::Server(const std::vector<std::string>& command, const std::vector<std::string>& extra)
     : process([&] {
           std::vector<std::string> argv = command;
@@ -237,6 +246,15 @@ std::string Peer::recv_frame(Millis timeout) {
         if (n < 0) throw std::runtime_error(fmt::format("recv: {}", std::strerror(errno)));
         if (n == 0) throw std::runtime_error("connection closed while waiting for a frame");
         decoder_.feed({buf, static_cast<std::size_t>(n)});
+    }
+}
+
+std::optional<std::string> Peer::recv_frame_or_close(Millis timeout) {
+    try {
+        return recv_frame(timeout);
+    } catch (const std::runtime_error& e) {
+        if (std::string_view(e.what()).starts_with("timed out")) throw;
+        return std::nullopt;
     }
 }
 

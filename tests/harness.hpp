@@ -54,6 +54,8 @@ class Process {
     // Exit code (or 128 + signal number); nullopt if still running at timeout.
     std::optional<int> wait(Millis timeout = deadline);
     std::string stderr_text() const;
+    // Waits until stderr contains `text` (polling its file); false on timeout.
+    bool wait_for_stderr(std::string_view text, Millis timeout = deadline) const;
 
   private:
     pid_t pid_ = -1;
@@ -82,6 +84,9 @@ class Peer {
     void send_raw(std::string_view bytes);
     // The next frame; throws std::runtime_error on timeout, EOF or error.
     std::string recv_frame(Millis timeout = deadline);
+    // The next frame, or nullopt if the server closed the connection (EOF or
+    // reset) first; throws on timeout.
+    std::optional<std::string> recv_frame_or_close(Millis timeout = deadline);
     // True when the server closes this connection (EOF or reset) before any
     // more data arrives; throws on timeout.
     bool closed_by_server(Millis timeout = deadline);

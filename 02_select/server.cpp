@@ -15,6 +15,7 @@
 // write may do only part of the job.
 #include <fcntl.h>
 #include <sys/select.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -60,14 +61,12 @@ struct Server {
     std::size_t max_pending = max_pending_default;
     net::Fd listener;
     net::Fd spare_fd;  // kept in reserve for EMFILE, see accept()
+    // SIGINT and SIGTERM, as a descriptor select() can watch (see main).
+    net::Fd signals;
     std::vector<std::unique_ptr<Client>> clients;
     int next_id = 1;
     bool stopping = false;
 };
-
-// Signals arrive at any moment, in the middle of anything; the handler only
-// writes a byte to this pipe, and select() wakes up for it like for a socket.
-int signal_pipe[2] = {-1, -1};
 
 void set_nonblocking(int fd) {
     ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
@@ -207,20 +206,13 @@ void close_client(Server& server, Client& client, std::string_view reason) {
     client.fd.reset();
 }
 
-void on_signal(int) {
-    const int saved = errno;  // a handler must leave errno as it found it
-    [[maybe_unused]] auto ignored = ::write(signal_pipe[1], "!", 1);
-    errno = saved;
-}
-
 // SIGINT/SIGTERM: stop accepting and reading, flush what is already queued
 // for connected clients, then close them. run() exits once all are gone.
 void begin_shutdown(Server& server) {
-    char drained[64];
-    while (::read(signal_pipe[0], drained, sizeof drained) > 0) {
-    }
+    signalfd_siginfo info{};
+    if (::read(server.signals.get(), &info, sizeof info) != sizeof info) return;
     if (server.stopping) return;
-    log("signal received, shutting down");
+    log("{} received, shutting down", info.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
     server.stopping = true;
     server.listener.reset();
     for (auto& client : server.clients) {
@@ -235,8 +227,8 @@ void run(Server& server) {
         fd_set readable, writable;
         FD_ZERO(&readable);
         FD_ZERO(&writable);
-        int max_fd = signal_pipe[0];
-        FD_SET(signal_pipe[0], &readable);
+        int max_fd = server.signals.get();
+        FD_SET(server.signals.get(), &readable);
         if (server.listener) {
             FD_SET(server.listener.get(), &readable);
             max_fd = std::max(max_fd, server.listener.get());
@@ -258,7 +250,7 @@ void run(Server& server) {
         int ready =
             ::select(max_fd + 1, &readable, &writable, nullptr, server.stopping ? &grace : nullptr);
         if (ready < 0) {
-            if (errno == EINTR) continue;  // a signal; the pipe tells us which
+            if (errno == EINTR) continue;  // interrupted (e.g. by a debugger): ask again
             throw std::runtime_error(fmt::format("select: {}", std::strerror(errno)));
         }
         if (ready == 0) {  // shutting down and nobody took a byte for a while
@@ -269,7 +261,7 @@ void run(Server& server) {
             continue;
         }
 
-        if (FD_ISSET(signal_pipe[0], &readable)) begin_shutdown(server);
+        if (FD_ISSET(server.signals.get(), &readable)) begin_shutdown(server);
         if (server.listener && FD_ISSET(server.listener.get(), &readable)) accept(server);
         // Clients accepted just now are at the end and were not in the sets.
         for (std::size_t i = 0; i < server.clients.size(); ++i) {
@@ -293,14 +285,21 @@ int main(int argc, char** argv) {
     server.max_pending = std::max<std::size_t>(max_pending_default,
                                                2 * (server.options.max_frame + frame::header_size));
 
-    if (::pipe2(signal_pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
-        log("error: pipe: {}", std::strerror(errno));
+    // A signal handler runs in the middle of whatever we were doing and may
+    // call almost nothing. Instead we block SIGINT and SIGTERM and let the
+    // kernel queue them on a descriptor: select() then reports a signal like
+    // any other input. (Portable code uses the "self-pipe trick" for this: a
+    // handler that writes one byte to a pipe the loop watches.)
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+    server.signals.reset(::signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC));
+    if (!server.signals) {
+        log("error: signalfd: {}", std::strerror(errno));
         return 1;
     }
-    struct sigaction action {};
-    action.sa_handler = on_signal;
-    ::sigaction(SIGINT, &action, nullptr);
-    ::sigaction(SIGTERM, &action, nullptr);
 
     try {
         server.listener = net::listen_tcp(server.options.host, server.options.port);

@@ -410,7 +410,8 @@ TEST_P(ConcurrentConformance, DisconnectsAReceiverThatStopsReading) {
     auto numbered = [&](int i) { return std::to_string(i) + ":" + filler; };
 
     for (int first = 0; first < frames; first += window) {
-        for (int i = first; i < first + window; ++i) sender.send_frame(numbered(i));
+        for (int i = first; i < first + window; ++i)
+            sender.send_frame(numbered(i));
         for (int i = first; i < first + window; ++i) {
             auto frame = reader.recv_frame();
             ASSERT_EQ(frame.substr(0, frame.find(':')), std::to_string(i));
@@ -418,7 +419,8 @@ TEST_P(ConcurrentConformance, DisconnectsAReceiverThatStopsReading) {
         }
     }
     int got = 0;
-    while (stalled.recv_frame_or_close()) ++got;
+    while (stalled.recv_frame_or_close())
+        ++got;
     EXPECT_LT(got, frames) << "the server buffered everything for a client that never read";
 }
 
@@ -533,6 +535,7 @@ int main(int argc, char** argv) {
         }
     }
     int rest_count = static_cast<int>(rest.size());
+    rest.push_back(nullptr);  // argv[argc] is null, and gtest relies on it
     ::testing::InitGoogleTest(&rest_count, rest.data());
     if (rest_count > 1) {
         std::cerr << "unknown argument " << rest[1]

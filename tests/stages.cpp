@@ -6,11 +6,18 @@ namespace stages {
 
 std::vector<ServerSpec> built_servers() {
     return {
-        {.name = "01_blocking_threads", .command = {SERVER_01, "--mode", "threads"}},
+        {.name = "01_blocking_threads",
+         .command = {SERVER_01, "--mode", "threads"},
+         .emfile = ServerSpec::OutOfDescriptors::waits},
         {.name = "01_blocking_iterative",
          .command = {SERVER_01, "--mode", "iterative"},
          .concurrent = false},
-        {.name = "02_select", .command = {SERVER_02}},
+        {.name = "02_select",
+         .command = {SERVER_02},
+         .emfile = ServerSpec::OutOfDescriptors::sheds},
+        {.name = "03_libuv_callbacks",
+         .command = {SERVER_03},
+         .emfile = ServerSpec::OutOfDescriptors::sheds},
     };
 }
 
@@ -18,6 +25,7 @@ std::vector<ClientSpec> built_clients() {
     return {
         {.name = "01_blocking", .command = {CLIENT_01}},
         {.name = "02_select", .command = {CLIENT_02}},
+        {.name = "03_libuv_callbacks", .command = {CLIENT_03}},
     };
 }
 

@@ -1,0 +1,330 @@
+// Stage 03: the libuv event loop, with callbacks.
+//
+// Stage 02's loop -- wait for readiness, then do the work -- is what libuv
+// does for us (with epoll underneath, so no FD_SETSIZE, and no scan over every
+// socket on each pass). We no longer ask "who is ready?"; we hand libuv
+// functions to call when something happens:
+//
+//   uv_listen  -> accept       a connection arrived
+//   uv_read    -> on_readable  bytes arrived (into a buffer from alloc_buffer)
+//   uv_write   -> on_writable  libuv finished writing one buffer for us
+//   uv_close   -> on_closed    libuv has let go of a handle: only now free it
+//   uv_signal  -> on_signal    SIGINT/SIGTERM, as just another event
+//
+// The lesson of this stage is *lifetimes*: libuv keeps pointers to our handles
+// and buffers between the call that starts an operation and the callback that
+// ends it, so neither may be freed in between. Look for "lives until".
+#include <uv.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cli.hpp"
+#include "frame.hpp"
+#include "log.hpp"
+#include "net.hpp"
+
+using logs::log;
+
+namespace {
+
+// The most we queue for one client that is not reading (as in stage 02).
+constexpr std::size_t max_pending_default = 4 * 1024 * 1024;
+constexpr std::uint64_t shutdown_grace_ms = 5000;
+
+struct Server;
+
+struct Client {
+    uv_tcp_t handle;  // handle.data points back to this Client
+    Server* server = nullptr;
+    int id = 0;
+    std::string peer;
+    frame::Decoder decoder;
+    std::size_t queued = 0;  // bytes passed to uv_write whose callback has not run yet
+    bool closing = false;    // no more reading; close once the writes are done
+};
+
+// One uv_write in flight. The frame is shared by every receiver's request:
+// relaying to N clients is N small requests and one buffer, not N copies.
+struct WriteRequest {
+    uv_write_t req;  // req.data points back to this WriteRequest
+    Client* client;
+    std::shared_ptr<const std::string> frame;  // lives until the write callback
+};
+
+struct Server {
+    cli::ServerOptions options;
+    logs::Trace trace{false};
+    std::size_t max_pending = max_pending_default;
+    uv_loop_t loop;
+    uv_tcp_t listener;
+    uv_signal_t sigint, sigterm;
+    uv_timer_t grace_timer;  // bounds the flush on shutdown
+    std::vector<Client*> clients;
+    int next_id = 1;
+    bool stopping = false;
+    // libuv asks alloc_buffer for memory right before each read and hands it
+    // to on_readable right after. We decode it there and then, so one buffer
+    // serves every client.
+    char read_buffer[64 * 1024];
+};
+
+void on_readable(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
+void on_frame(Server& server, Client& from, const std::string& payload);
+void broadcast(Server& server, const Client& from, const std::shared_ptr<const std::string>& frame);
+void send_frame(Server& server, Client& to, const std::shared_ptr<const std::string>& frame);
+void on_writable(uv_write_t* req, int status);
+void close_client(Server& server, Client& client, std::string_view reason);
+void maybe_finish(Server& server);
+
+std::string peer_of(const uv_tcp_t* handle) {
+    sockaddr_storage addr{};
+    int len = sizeof addr;
+    if (uv_tcp_getpeername(handle, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return "?";
+    return net::format_address(reinterpret_cast<const sockaddr*>(&addr));
+}
+
+// Called by libuv when the listener has a connection waiting.
+void accept(uv_stream_t* listener, int status) {
+    Server& server = *static_cast<Server*>(listener->data);
+    if (status < 0) {
+        // Something went wrong with a connection. Running out of descriptors
+        // rarely gets here: libuv does stage 02's spare-descriptor trick
+        // itself (accept and close the waiting connections), so the loop does
+        // not spin. We only report it.
+        log("{}: {}", status == UV_EMFILE || status == UV_ENFILE ? "out of descriptors" : "accept",
+            uv_strerror(status));
+        return;
+    }
+    auto* client = new Client;
+    client->server = &server;
+    client->decoder = frame::Decoder(server.options.max_frame);
+    uv_tcp_init(&server.loop, &client->handle);
+    client->handle.data = client;
+    if (int rc = uv_accept(listener, reinterpret_cast<uv_stream_t*>(&client->handle)); rc != 0) {
+        log("accept: {}", uv_strerror(rc));
+        // Even a handle that never carried a connection is freed via uv_close.
+        uv_close(reinterpret_cast<uv_handle_t*>(&client->handle),
+                 [](uv_handle_t* h) { delete static_cast<Client*>(h->data); });
+        return;
+    }
+    uv_tcp_nodelay(&client->handle, 1);
+    client->id = server.next_id++;
+    client->peer = peer_of(&client->handle);
+    server.clients.push_back(client);
+    log("client {} connected from {}", client->id, client->peer);
+    server.trace.accept(client->id, client->peer);
+
+    auto alloc_buffer = [](uv_handle_t* handle, std::size_t, uv_buf_t* buf) {
+        Server& s = *static_cast<Client*>(handle->data)->server;
+        *buf = uv_buf_init(s.read_buffer, sizeof s.read_buffer);
+    };
+    uv_read_start(reinterpret_cast<uv_stream_t*>(&client->handle), alloc_buffer, on_readable);
+}
+
+// Called by libuv after each read: nread bytes, or end of stream, or an error.
+void on_readable(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
+    Client& client = *static_cast<Client*>(stream->data);
+    Server& server = *client.server;
+    if (nread == 0) return;  // nothing this time (libuv's EAGAIN)
+    if (nread == UV_EOF) {
+        uv_read_stop(stream);
+        if (client.decoder.mid_frame()) {
+            close_client(server, client, "end of stream in the middle of a frame (dropped)");
+        } else if (client.queued == 0) {
+            close_client(server, client, "end of stream");
+        } else {
+            client.closing = true;  // finish our writes to it first (echo mode)
+        }
+        return;
+    }
+    if (nread < 0) {
+        close_client(server, client, uv_strerror(static_cast<int>(nread)));
+        return;
+    }
+    server.trace.read(client.id, static_cast<std::size_t>(nread));
+    client.decoder.feed({buf->base, static_cast<std::size_t>(nread)});
+    while (auto payload = client.decoder.next())
+        on_frame(server, client, *payload);
+    if (client.decoder.failed()) close_client(server, client, client.decoder.error());
+}
+
+void on_frame(Server& server, Client& from, const std::string& payload) {
+    server.trace.frame(from.id, payload.size());
+    auto frame = std::make_shared<const std::string>(frame::encode(payload));
+    if (server.options.echo) {
+        send_frame(server, from, frame);
+    } else {
+        broadcast(server, from, frame);
+    }
+}
+
+void broadcast(Server& server, const Client& from,
+               const std::shared_ptr<const std::string>& frame) {
+    // Copy the list: send_frame may close (and so unlist) a slow client.
+    const std::vector<Client*> receivers = server.clients;
+    for (Client* to : receivers) {
+        if (to != &from) send_frame(server, *to, frame);
+    }
+}
+
+// Start writing a frame to a client. libuv writes what it can right away and
+// the rest when the socket is writable; on_writable runs when all is written.
+void send_frame(Server& server, Client& to, const std::shared_ptr<const std::string>& frame) {
+    if (to.closing) return;
+    if (to.queued + frame->size() > server.max_pending) {
+        close_client(server, to,
+                     fmt::format("not reading: over {} bytes pending", server.max_pending));
+        return;
+    }
+    auto* request = new WriteRequest{.req = {}, .client = &to, .frame = frame};
+    request->req.data = request;
+    // uv_write copies this small descriptor, not the bytes it points to: those
+    // must stay put until on_writable -- the shared_ptr in the request sees to it.
+    uv_buf_t buf =
+        uv_buf_init(const_cast<char*>(frame->data()), static_cast<unsigned>(frame->size()));
+    if (int rc = uv_write(&request->req, reinterpret_cast<uv_stream_t*>(&to.handle), &buf, 1,
+                          on_writable);
+        rc != 0) {
+        delete request;
+        close_client(server, to, uv_strerror(rc));
+        return;
+    }
+    to.queued += frame->size();
+    server.trace.queue(to.id, frame->size());
+}
+
+// A write finished (or failed, or was cancelled because the handle is closing).
+// The request and its reference to the frame end here.
+void on_writable(uv_write_t* req, int status) {
+    std::unique_ptr<WriteRequest> request(static_cast<WriteRequest*>(req->data));
+    Client& client = *request->client;  // alive: its close callback comes after this one
+    Server& server = *client.server;
+    client.queued -= request->frame->size();
+    if (status == UV_ECANCELED) return;  // close_client already ran
+    if (status < 0) {
+        close_client(server, client, uv_strerror(status));
+        return;
+    }
+    server.trace.write(client.id, request->frame->size());
+    if (client.closing && client.queued == 0) {
+        close_client(server, client, server.stopping ? "server shutting down" : "end of stream");
+    }
+}
+
+// Unlist the client and ask libuv to close its handle. The memory is freed
+// only in the close callback: until then libuv may still touch the handle
+// (and cancelled writes still report back, pointing at this client).
+void close_client(Server& server, Client& client, std::string_view reason) {
+    auto* handle = reinterpret_cast<uv_handle_t*>(&client.handle);
+    if (uv_is_closing(handle)) return;
+    server.trace.close(client.id, reason);
+    log("client {} disconnected: {}", client.id, reason);
+    std::erase(server.clients, &client);
+    uv_close(handle, [](uv_handle_t* h) {
+        Client* closed = static_cast<Client*>(h->data);
+        Server& s = *closed->server;
+        delete closed;
+        maybe_finish(s);
+    });
+}
+
+// SIGINT/SIGTERM: stop accepting and reading, let queued writes finish (for
+// at most shutdown_grace_ms), close everything. uv_run then returns because
+// no handle is left open.
+void on_signal(uv_signal_t* signal, int signum) {
+    Server& server = *static_cast<Server*>(signal->data);
+    if (server.stopping) return;
+    server.stopping = true;
+    log("{} received, shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    uv_close(reinterpret_cast<uv_handle_t*>(&server.listener), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&server.sigint), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&server.sigterm), nullptr);
+    const std::vector<Client*> clients = server.clients;
+    for (Client* client : clients) {
+        uv_read_stop(reinterpret_cast<uv_stream_t*>(&client->handle));
+        client->closing = true;
+        if (client->queued == 0) close_client(server, *client, "server shutting down");
+    }
+    uv_timer_start(
+        &server.grace_timer,
+        [](uv_timer_t* timer) {
+            Server& s = *static_cast<Server*>(timer->data);
+            const std::vector<Client*> left = s.clients;
+            for (Client* client : left)
+                close_client(s, *client, "server shutting down (output not flushed)");
+        },
+        shutdown_grace_ms, 0);
+    maybe_finish(server);
+}
+
+// The grace timer is the last handle: close it once every client is gone.
+void maybe_finish(Server& server) {
+    auto* timer = reinterpret_cast<uv_handle_t*>(&server.grace_timer);
+    if (server.stopping && server.clients.empty() && !uv_is_closing(timer))
+        uv_close(timer, nullptr);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    auto server = std::make_unique<Server>();  // 64 KiB read buffer: not on the stack
+    server->options = cli::parse_server(
+        {.name = "03_libuv_callbacks/server", .summary = "the libuv event loop, with callbacks"},
+        {argv, static_cast<std::size_t>(argc)});
+    server->trace = logs::Trace(server->options.trace);
+    server->max_pending = std::max<std::size_t>(
+        max_pending_default, 2 * (server->options.max_frame + frame::header_size));
+
+    uv_loop_init(&server->loop);
+    uv_tcp_init(&server->loop, &server->listener);
+    server->listener.data = server.get();
+    try {
+        const sockaddr_storage addr =
+            net::resolve(server->options.host, server->options.port, true);
+        if (int rc = uv_tcp_bind(&server->listener, reinterpret_cast<const sockaddr*>(&addr), 0);
+            rc != 0) {
+            throw std::runtime_error(fmt::format(
+                "cannot listen on {}: {}",
+                net::format_address(reinterpret_cast<const sockaddr*>(&addr)), uv_strerror(rc)));
+        }
+        // Errors of bind often show up only at listen.
+        if (int rc =
+                uv_listen(reinterpret_cast<uv_stream_t*>(&server->listener), SOMAXCONN, accept);
+            rc != 0) {
+            throw std::runtime_error(fmt::format("cannot listen: {}", uv_strerror(rc)));
+        }
+    } catch (const std::exception& e) {
+        log("error: {}", e.what());
+        return 1;
+    }
+    sockaddr_storage bound{};
+    int len = sizeof bound;
+    uv_tcp_getsockname(&server->listener, reinterpret_cast<sockaddr*>(&bound), &len);
+    net::announce_listening(reinterpret_cast<const sockaddr*>(&bound));
+
+    for (uv_signal_t* signal : {&server->sigint, &server->sigterm}) {
+        uv_signal_init(&server->loop, signal);
+        signal->data = server.get();
+    }
+    uv_signal_start(&server->sigint, on_signal, SIGINT);
+    uv_signal_start(&server->sigterm, on_signal, SIGTERM);
+    uv_timer_init(&server->loop, &server->grace_timer);
+    server->grace_timer.data = server.get();
+    log("mode: libuv, {}, at most {} bytes pending per client",
+        server->options.echo ? "echo" : "relay", server->max_pending);
+
+    uv_run(&server->loop, UV_RUN_DEFAULT);
+
+    // uv_run returned: no handle is active. uv_loop_close fails with UV_EBUSY if
+    // one was merely forgotten rather than closed -- a leak we want to hear about.
+    if (int rc = uv_loop_close(&server->loop); rc != 0) {
+        log("error: uv_loop_close: {}", uv_strerror(rc));
+        return 1;
+    }
+    log("bye");
+    return 0;
+}

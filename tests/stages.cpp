@@ -18,6 +18,9 @@ std::vector<ServerSpec> built_servers() {
         {.name = "03_libuv_callbacks",
          .command = {SERVER_03},
          .emfile = ServerSpec::OutOfDescriptors::sheds},
+        {.name = "04_coroutines",
+         .command = {SERVER_04},
+         .emfile = ServerSpec::OutOfDescriptors::sheds},
     };
 }
 
@@ -26,6 +29,7 @@ std::vector<ClientSpec> built_clients() {
         {.name = "01_blocking", .command = {CLIENT_01}},
         {.name = "02_select", .command = {CLIENT_02}},
         {.name = "03_libuv_callbacks", .command = {CLIENT_03}},
+        {.name = "04_coroutines", .command = {CLIENT_04}},
     };
 }
 

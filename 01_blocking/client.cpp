@@ -24,12 +24,6 @@ namespace {
 
 constexpr int self = 0;  // the client's own events are traced as client=0
 
-void print_frame(std::string_view payload) {
-    std::fwrite(payload.data(), 1, payload.size(), stdout);
-    std::fputc('\n', stdout);
-    std::fflush(stdout);  // stdout may be a pipe: show each frame as it arrives
-}
-
 // Runs in its own thread: blocks in recv() and prints every frame received.
 void receive_frames(int sock, const logs::Trace& trace, const std::atomic<bool>& input_done) {
     frame::Decoder decoder;
@@ -42,7 +36,7 @@ void receive_frames(int sock, const logs::Trace& trace, const std::atomic<bool>&
             decoder.feed({buffer, static_cast<std::size_t>(n)});
             while (auto payload = decoder.next()) {
                 trace.frame(self, payload->size());
-                print_frame(*payload);
+                cli::print_frame(*payload);
             }
             if (!decoder.failed()) continue;
             log("error: bad frame from server: {}", decoder.error());

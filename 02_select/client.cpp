@@ -44,12 +44,6 @@ struct Client {
     bool sent_eof = false;     // we half-closed the socket
 };
 
-void print_frame(std::string_view payload) {
-    std::fwrite(payload.data(), 1, payload.size(), stdout);
-    std::fputc('\n', stdout);
-    std::fflush(stdout);
-}
-
 void queue_line(Client& client, std::string_view line) {
     std::string encoded = frame::encode(line);
     client.output.append(encoded);
@@ -95,7 +89,7 @@ bool on_readable(Client& client, int& exit_code) {
     client.decoder.feed({buffer, static_cast<std::size_t>(n)});
     while (auto payload = client.decoder.next()) {
         client.trace.frame(self, payload->size());
-        print_frame(*payload);
+        cli::print_frame(*payload);
     }
     if (client.decoder.failed()) {
         log("error: bad frame from server: {}", client.decoder.error());

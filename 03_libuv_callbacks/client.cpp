@@ -189,12 +189,6 @@ void stop_stdin(Client& client) {
     // For a file: on_file_read simply does not ask for the next chunk.
 }
 
-void print_frame(std::string_view payload) {
-    std::fwrite(payload.data(), 1, payload.size(), stdout);
-    std::fputc('\n', stdout);
-    std::fflush(stdout);
-}
-
 void on_readable(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
     Client& client = *static_cast<Client*>(stream->data);
     if (nread == 0) return;
@@ -212,7 +206,7 @@ void on_readable(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
     client.decoder.feed({buf->base, static_cast<std::size_t>(nread)});
     while (auto payload = client.decoder.next()) {
         client.trace.frame(self, payload->size());
-        print_frame(*payload);
+        cli::print_frame(*payload);
     }
     if (client.decoder.failed()) {
         log("error: bad frame from server: {}", client.decoder.error());

@@ -56,9 +56,7 @@ class Client {
 Task<void> print_frames(Client& client, const logs::Trace& trace) {
     while (auto payload = co_await client.read_data()) {
         trace.frame(self, payload->size());
-        std::fwrite(payload->data(), 1, payload->size(), stdout);
-        std::fputc('\n', stdout);
-        std::fflush(stdout);
+        cli::print_frame(*payload);
     }
 }
 

@@ -142,4 +142,10 @@ ClientOptions parse_client(const Program& program, std::span<char*> args) {
     return o;
 }
 
+void print_frame(std::string_view payload) {
+    std::fwrite(payload.data(), 1, payload.size(), stdout);
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+}
+
 }  // namespace cli

@@ -39,4 +39,8 @@ struct Program {
 ServerOptions parse_server(const Program& program, std::span<char*> args);
 ClientOptions parse_client(const Program& program, std::span<char*> args);
 
+// The client's output: each frame received, as one line on stdout, flushed at
+// once (stdout may be a pipe, which would otherwise hold it back).
+void print_frame(std::string_view payload);
+
 }  // namespace cli

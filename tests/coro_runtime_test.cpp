@@ -23,6 +23,25 @@ Task<int> fails() {
     co_return 0;
 }
 
+// Sleeps "forever"; counts the cancellation that ends it.
+Task<void> sleep_until_cancelled(int& cancelled) {
+    try {
+        co_await coro::sleep(std::chrono::hours(1));
+    } catch (const coro::CancelledError&) {
+        ++cancelled;
+        throw;
+    }
+}
+
+// Waits for a task that is expected to end cancelled.
+template <typename T>
+Task<void> join_cancelled(coro::JoinHandle<T>& handle) {
+    try {
+        co_await handle;
+    } catch (const coro::CancelledError&) {
+    }
+}
+
 TEST(Task, ReturnsItsValue) {
     EXPECT_EQ(coro::run(answer()), 42);
 }
@@ -163,10 +182,7 @@ TEST(Cancel, BeforeTheTaskStartsThrowsAtItsFirstAwait) {
             reached = 2;
         });
         task.cancel();
-        try {
-            co_await task;
-        } catch (const coro::CancelledError&) {
-        }
+        co_await join_cancelled(task);
         co_return reached;
     };
     EXPECT_EQ(coro::run(main()), 1);
@@ -203,10 +219,7 @@ TEST(Cancel, PassesThroughAnAwaitedJoinHandle) {
         auto outer = coro::spawn([&]() -> Task<void> { co_await inner; });
         co_await coro::sleep(1ms);
         outer.cancel();
-        try {
-            co_await outer;
-        } catch (const coro::CancelledError&) {
-        }
+        co_await join_cancelled(outer);
         co_return inner_cancelled;
     };
     EXPECT_TRUE(coro::run(main()));
@@ -261,22 +274,14 @@ TEST(Gather, ReturnsResultsInOrder) {
 TEST(Gather, TheFirstErrorCancelsTheRest) {
     auto main = []() -> Task<std::string> {
         int cancelled = 0;
-        auto long_one = [&]() -> Task<void> {
-            try {
-                co_await coro::sleep(1h);
-            } catch (const coro::CancelledError&) {
-                ++cancelled;
-                throw;
-            }
-        };
         auto failing = []() -> Task<void> {
             co_await coro::sleep(1ms);
             throw std::runtime_error("first failure");
         };
         std::vector<Task<void>> tasks;
-        tasks.push_back(long_one());
+        tasks.push_back(sleep_until_cancelled(cancelled));
         tasks.push_back(failing());
-        tasks.push_back(long_one());
+        tasks.push_back(sleep_until_cancelled(cancelled));
         try {
             co_await coro::gather(std::move(tasks));
         } catch (const std::runtime_error& e) {
@@ -290,26 +295,15 @@ TEST(Gather, TheFirstErrorCancelsTheRest) {
 TEST(Gather, CancellingGatherCancelsEveryChild) {
     auto main = []() -> Task<int> {
         int cancelled = 0;
-        auto long_one = [&]() -> Task<void> {
-            try {
-                co_await coro::sleep(1h);
-            } catch (const coro::CancelledError&) {
-                ++cancelled;
-                throw;
-            }
-        };
         auto gathering = coro::spawn([&]() -> Task<void> {
             std::vector<Task<void>> tasks;
-            tasks.push_back(long_one());
-            tasks.push_back(long_one());
+            tasks.push_back(sleep_until_cancelled(cancelled));
+            tasks.push_back(sleep_until_cancelled(cancelled));
             co_await coro::gather(std::move(tasks));
         });
         co_await coro::sleep(1ms);
         gathering.cancel();
-        try {
-            co_await gathering;
-        } catch (const coro::CancelledError&) {
-        }
+        co_await join_cancelled(gathering);
         co_return cancelled;
     };
     EXPECT_EQ(coro::run(main()), 2);
@@ -504,10 +498,7 @@ TEST(Streams, CancellingAPendingReadKeepsBufferedBytes) {
             [&]() -> Task<std::string> { co_return co_await c.reader.read_exactly(10); });
         co_await coro::sleep(5ms);
         attempt.cancel();
-        try {
-            co_await attempt;
-        } catch (const coro::CancelledError&) {
-        }
+        co_await join_cancelled(attempt);
         c.writer.write("go");
         std::string all = co_await c.reader.read_exactly(10);
         c.writer.close();
@@ -542,10 +533,7 @@ TEST(Streams, CancellingDuringALargeWriteIsSafe) {
         });
         co_await coro::sleep(1ms);
         writer_task.cancel();
-        try {
-            co_await writer_task;
-        } catch (const coro::CancelledError&) {
-        }
+        co_await join_cancelled(writer_task);
         c.writer.write_eof();
         co_return co_await c.reader.read();
     });

@@ -13,11 +13,15 @@
 #include <csignal>
 #include <cstring>
 #include <memory>
+#include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <sys/resource.h>
 #include <sys/socket.h>
+
+#include <fmt/format.h>
 
 #include "harness.hpp"
 #include "stages.hpp"
@@ -396,7 +400,7 @@ TEST_P(ConcurrentConformance, DeliversQueuedFramesBeforeStoppingOnSigterm) {
     EXPECT_EQ(server.process.wait(), 0);
 }
 
-// A receiver that never reads while two others exchange 64 MiB: the server
+// A receiver that never reads while two others exchange 100 MiB: the server
 // must cut it off (bounded memory) and keep the others going. The exchange
 // goes in windows of 1 MiB that the reader acknowledges by receiving them, as
 // a real conversation would; only the stalled client falls behind.
@@ -405,7 +409,7 @@ TEST_P(ConcurrentConformance, DisconnectsAReceiverThatStopsReading) {
     auto& sender = join();
     auto& reader = join();
     auto& stalled = join();
-    constexpr int frames = 1024, window = 16;
+    constexpr int frames = 1600, window = 16;  // 100 MiB
     const std::string filler(64 * 1024, 's');
     auto numbered = [&](int i) { return std::to_string(i) + ":" + filler; };
 
@@ -422,6 +426,86 @@ TEST_P(ConcurrentConformance, DisconnectsAReceiverThatStopsReading) {
     while (stalled.recv_frame_or_close())
         ++got;
     EXPECT_LT(got, frames) << "the server buffered everything for a client that never read";
+}
+
+// Hostile clients: none of them may crash the server or disturb the others.
+
+TEST_P(ConcurrentConformance, SurvivesRandomGarbage) {
+    start({"--max-frame", "1000"});
+    auto& a = join();
+    auto& b = join();
+    std::mt19937 rng(1234);
+    for (int round = 0; round < 20; ++round) {
+        Peer hostile(server_->host, server_->port);
+        std::string garbage(4096, '\0');
+        for (auto& c : garbage)
+            c = static_cast<char>(rng());
+        garbage[0] = '\x7f';  // a length far over the limit: it must be cut off
+        hostile.send_raw(garbage);
+        EXPECT_TRUE(hostile.closed_by_server());
+    }
+    a.send_frame("unharmed");
+    EXPECT_EQ(b.recv_frame(), "unharmed");
+}
+
+TEST_P(ConcurrentConformance, IsNotHeldUpByAClientThatNeverSends) {
+    auto& server = start();
+    Peer silent(server.host, server.port);  // connects, then says nothing
+    auto& a = join();
+    auto& b = join();
+    for (int i = 0; i < 100; ++i)
+        a.send_frame("busy " + std::to_string(i));
+    for (int i = 0; i < 100; ++i)
+        ASSERT_EQ(b.recv_frame(), "busy " + std::to_string(i));
+    server.process.signal(SIGTERM);
+    while (silent.recv_frame_or_close()) {
+    }  // it gets the relayed frames, then the server's close (or a timeout: failure)
+    EXPECT_EQ(server.process.wait(), 0);
+}
+
+TEST_P(ConcurrentConformance, DropsHalfAFrameFromAClientKilledWithSigkill) {
+    start();
+    auto& b = join();
+    auto& c = join();
+    // A separate process that sends half a frame and is then killed: the
+    // kernel closes its socket, no goodbye.
+    Process killed({"/bin/bash", "-c",
+                    fmt::format("exec 3<>/dev/tcp/{}/{} && printf '\\x00\\x00\\x00\\x20half' >&3 "
+                                "&& echo sent && exec sleep 60",
+                                server_->host, server_->port)});
+    ASSERT_EQ(killed.read_line(), "sent");
+    killed.signal(SIGKILL);
+    killed.wait();
+    c.send_frame("after the kill");
+    EXPECT_EQ(b.recv_frame(), "after the kill")
+        << "b must never see the killed client's half frame";
+}
+
+// No descriptor or thread outlives its connection.
+TEST_P(ConcurrentConformance, ReleasesEveryDescriptorAfterAThousandConnections) {
+    auto& server = start({"--echo"});
+    Peer steady(server.host, server.port);
+    steady.send_frame("baseline");
+    ASSERT_EQ(steady.recv_frame(), "baseline");
+    const int descriptors = server.process.open_descriptors();
+    const int threads = server.process.threads();
+    for (int i = 0; i < 1000; ++i) {
+        Peer brief(server.host, server.port);
+        if (i % 2 == 0) brief.send_frame("hi");  // half of them say something first
+    }
+    steady.send_frame("still here");
+    EXPECT_EQ(steady.recv_frame(), "still here");
+    // The server notices the closes in its own time: poll /proc for a while.
+    const auto until = std::chrono::steady_clock::now() + deadline;
+    while (server.process.open_descriptors() > descriptors &&
+           std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(10ms);
+    }
+    EXPECT_LE(server.process.open_descriptors(), descriptors);
+    while (server.process.threads() > threads && std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(10ms);
+    }
+    EXPECT_LE(server.process.threads(), threads);
 }
 
 // Run the server with a tiny descriptor limit and connect more clients than

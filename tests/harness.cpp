@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -178,6 +179,23 @@ std::string Process::stderr_text() const {
     std::stringstream text;
     text << in.rdbuf();
     return text.str();
+}
+
+int Process::open_descriptors() const {
+    int count = 0;
+    for ([[maybe_unused]] const auto& entry :
+         std::filesystem::directory_iterator(fmt::format("/proc/{}/fd", pid_))) {
+        ++count;
+    }
+    return count;
+}
+
+int Process::threads() const {
+    std::ifstream status(fmt::format("/proc/{}/status", pid_));
+    for (std::string line; std::getline(status, line);) {
+        if (line.rfind("Threads:", 0) == 0) return std::stoi(line.substr(8));
+    }
+    return -1;
 }
 
 bool Process::wait_for_stderr(std::string_view text, Millis timeout) const {

@@ -54,6 +54,9 @@ class Process {
     // Exit code (or 128 + signal number); nullopt if still running at timeout.
     std::optional<int> wait(Millis timeout = deadline);
     std::string stderr_text() const;
+    // What /proc says about the process: open descriptors and threads.
+    int open_descriptors() const;
+    int threads() const;
     // Waits until stderr contains `text` (polling its file); false on timeout.
     bool wait_for_stderr(std::string_view text, Millis timeout = deadline) const;
 

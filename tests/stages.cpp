@@ -1,11 +1,13 @@
 #include "stages.hpp"
 
+#include <algorithm>
+
 #include "stages.inc"  // generated: defines the SERVER_* and CLIENT_* paths
 
 namespace stages {
 
 std::vector<ServerSpec> built_servers() {
-    return {
+    std::vector<ServerSpec> servers = {
         {.name = "01_blocking_threads",
          .command = {SERVER_01, "--mode", "threads"},
          .emfile = ServerSpec::OutOfDescriptors::waits},
@@ -22,6 +24,17 @@ std::vector<ServerSpec> built_servers() {
          .command = {SERVER_04},
          .emfile = ServerSpec::OutOfDescriptors::sheds},
     };
+    if (std::string(VALGRIND).empty()) return servers;
+    for (const char* stage : {"03_libuv_callbacks", "04_coroutines"}) {
+        ServerSpec spec = *std::find_if(servers.begin(), servers.end(),
+                                        [&](const ServerSpec& s) { return s.name == stage; });
+        spec.name += "_valgrind";
+        spec.command.insert(spec.command.begin(), {VALGRIND, "--quiet", "--error-exitcode=99",
+                                                   "--leak-check=full", "--errors-for-leak-kinds=definite"});
+        spec.emfile = ServerSpec::OutOfDescriptors::unknown;
+        servers.push_back(spec);
+    }
+    return servers;
 }
 
 std::vector<ClientSpec> built_clients() {

@@ -102,6 +102,7 @@ void accept(Server& server) {
             log("accept failed: {}", std::strerror(errno));
             continue;
         }
+        net::set_nodelay(fd.get());
         timeval timeout{send_timeout_seconds, 0};
         ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
 

@@ -114,6 +114,7 @@ void accept(Server& server) {
                 net::peer_address(fd.get()), fd.get(), FD_SETSIZE);
             continue;  // the Fd closes the connection
         }
+        net::set_nodelay(fd.get());
         auto client = std::make_unique<Client>();
         client->id = server.next_id++;
         client->peer = net::peer_address(fd.get());

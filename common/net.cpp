@@ -60,11 +60,13 @@ Fd connect_tcp(const std::string& host, std::uint16_t port) {
         throw std::runtime_error(
             fmt::format("cannot connect to {}: {}", where, std::strerror(errno)));
     }
-    // Chat frames are small and interactive: send them now instead of waiting
-    // to coalesce them with later ones (Nagle's algorithm).
-    int one = 1;
-    ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    set_nodelay(fd.get());
     return fd;
+}
+
+void set_nodelay(int fd) {
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
 std::string format_address(const sockaddr* addr) {

@@ -52,6 +52,11 @@ Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog = SOMAXCO
 // A blocking connect(). Throws std::runtime_error saying why it failed.
 Fd connect_tcp(const std::string& host, std::uint16_t port);
 
+// Small frames should leave now, not wait to be merged with later ones
+// (Nagle's algorithm) -- which, with the peer's delayed ACKs, can hold an
+// interactive message back for 40 ms.
+void set_nodelay(int fd);
+
 // "127.0.0.1:1234" or "[::1]:1234".
 std::string format_address(const sockaddr* addr);
 std::string local_address(int fd);

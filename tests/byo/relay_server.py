@@ -27,6 +27,7 @@ def parse_args():
     parser.add_argument("--max-frame", type=int, default=1024 * 1024)
     parser.add_argument("--echo", action="store_true")
     parser.add_argument("--trace", action="store_true")  # accepted, not implemented
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop (libuv) if installed")
     return parser.parse_args()  # exits with status 2 on bad arguments
 
 
@@ -88,4 +89,9 @@ async def main(args):
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    arguments = parse_args()
+    if arguments.uvloop:
+        import uvloop  # Debian: python3-uvloop
+
+        uvloop.install()
+    asyncio.run(main(arguments))

@@ -1,0 +1,334 @@
+#!/usr/bin/env python3
+"""The c10k benchmark: every stage's server and the peers, one run, same load.
+
+    ./workshop bench            # full run (about 20 minutes)
+    ./workshop bench --quick    # a taste, under a minute
+
+Each server is started pinned to CPU 0 (taskset), the load generator to CPU 1,
+and the servers take turns within each round, so a slow moment of the machine
+does not land on one server only. Results are medians over the rounds with
+their ranges, and ratios to stage 03 (= 1.00). Written to bench/results/:
+bench.md (the tables), *.dat (the numbers) and PNG plots made with gnuplot.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = "03_libuv"
+
+
+def python_with(module):
+    """Debian's python3 if it can import `module` (uvloop comes from apt)."""
+    for exe in ("/usr/bin/python3", shutil.which("python3")):
+        if exe and subprocess.run([exe, "-c", f"import {module}"], capture_output=True).returncode == 0:
+            return exe
+    return None
+
+
+def servers(build):
+    """name -> (command, note). A server that is missing is skipped with a note."""
+    found, skipped = {}, {}
+    ours = {
+        "01_threads": [f"{build}/01_blocking/server", "--mode", "threads"],
+        "02_select": [f"{build}/02_select/server"],
+        "03_libuv": [f"{build}/03_libuv_callbacks/server"],
+        "04_coro": [f"{build}/04_coroutines/server"],
+        "raw_epoll": [f"{build}/bench/raw_echo"],
+    }
+    found.update(ours)
+    if Path(f"{build}/bench/asio_server").exists():
+        found["asio"] = [f"{build}/bench/asio_server"]
+    else:
+        skipped["asio"] = "libasio-dev not installed"
+    node = shutil.which("node")
+    if node:
+        found["node"] = [node, str(ROOT / "bench/peers/node_server.js")]
+    else:
+        skipped["node"] = "node not installed"
+    py = python_with("asyncio")
+    found["asyncio"] = [py, str(ROOT / "tests/byo/relay_server.py")]
+    uv = python_with("uvloop")
+    if uv:
+        found["uvloop"] = [uv, str(ROOT / "tests/byo/relay_server.py"), "--uvloop"]
+    else:
+        skipped["uvloop"] = "python3-uvloop not installed"
+    return found, skipped
+
+
+def start(command, extra):
+    """Start a server on CPU 0 and wait for its ready line (never a sleep)."""
+    proc = subprocess.Popen(["taskset", "-c", "0", *command, "--port", "0", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline().strip()
+    if not line.startswith("listening on "):
+        proc.kill()
+        raise RuntimeError(f"{command[0]} did not start")
+    return proc, int(line.rsplit(":", 1)[1])
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def loadgen(build, port, *args, timeout=600):
+    out = subprocess.run(["taskset", "-c", "1", f"{build}/bench/loadgen", "--port", str(port), *map(str, args)],
+                         capture_output=True, text=True, timeout=timeout)
+    try:
+        return json.loads(out.stdout)
+    except json.JSONDecodeError:
+        return {"ok": False, "error": (out.stderr or "no output").strip()[:200]}
+
+
+def median_range(values):
+    return statistics.median(values), min(values), max(values)
+
+
+class Progress:
+    def __init__(self, total):
+        self.total, self.done, self.start = total, 0, time.time()
+
+    def step(self, what):
+        self.done += 1
+        elapsed = time.time() - self.start
+        print(f"\r[{self.done}/{self.total} {elapsed:5.0f}s] {what:<60}", end="", file=sys.stderr, flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a short run (under a minute)")
+    parser.add_argument("--build", default=str(ROOT / "build-release"))
+    parser.add_argument("--out", default=str(ROOT / "bench/results"))
+    parser.add_argument("--rounds", type=int)
+    args = parser.parse_args()
+
+    found, skipped = servers(args.build)
+    if args.quick:
+        rounds, warmup, duration = args.rounds or 1, 0.2, 0.6
+        echo_cases = [(10, 64), (100, 1024)]
+        fanout_cases = [10, 100]
+        capacity_max, capacity_step = 2000, 1000
+    else:
+        rounds, warmup, duration = args.rounds or 3, 0.5, 1.5
+        echo_cases = [(c, s) for c in (1, 10, 100, 1000) for s in (64, 1024, 16384)]
+        fanout_cases = [10, 100, 1000]
+        capacity_max, capacity_step = 19000, 1000
+
+    # What each server cannot do by design: results, not crashes.
+    def cannot(name, workload, connections):
+        if name == "raw_epoll" and workload != "echo":
+            return "echo only (no framing)"
+        if name == "02_select" and connections > 1000:
+            return "select() stops at FD_SETSIZE (1024)"
+        return None
+
+    echo = {}     # (name, conns, size) -> [results]
+    fanout = {}   # (name, receivers) -> [results]
+    notes = dict(skipped)
+    total = rounds * len(found) * (len(echo_cases) + len(fanout_cases)) + len(found)
+    progress = Progress(total)
+
+    for round_ in range(rounds):
+        for conns, size in echo_cases:
+            for name, command in found.items():
+                progress.step(f"round {round_ + 1}: echo {conns} conns x {size} B: {name}")
+                why = cannot(name, "echo", conns)
+                if why:
+                    echo.setdefault((name, conns, size), []).append({"ok": False, "error": why})
+                    continue
+                proc, port = start(command, ["--echo"])
+                r = loadgen(args.build, port, "--mode", "echo", "--connections", conns, "--size", size,
+                            "--warmup", warmup, "--duration", duration)
+                stop(proc)
+                echo.setdefault((name, conns, size), []).append(r)
+        for receivers in fanout_cases:
+            for name, command in found.items():
+                progress.step(f"round {round_ + 1}: fan-out to {receivers}: {name}")
+                why = cannot(name, "fanout", receivers)
+                if why:
+                    fanout.setdefault((name, receivers), []).append({"ok": False, "error": why})
+                    continue
+                proc, port = start(command, [])
+                r = loadgen(args.build, port, "--mode", "fanout", "--receivers", receivers, "--size", 64,
+                            "--warmup", warmup, "--duration", duration)
+                stop(proc)
+                fanout.setdefault((name, receivers), []).append(r)
+
+    capacity = {}
+    for name, command in found.items():
+        progress.step(f"capacity up to {capacity_max} idle connections: {name}")
+        if name == "raw_epoll":
+            continue
+        proc, port = start(command, ["--echo"])
+        capacity[name] = loadgen(args.build, port, "--mode", "capacity", "--pid", proc.pid,
+                                 "--step", capacity_step, "--max", capacity_max)
+        stop(proc)
+    print(file=sys.stderr)
+
+    write_results(Path(args.out), found, notes, echo, fanout, capacity, echo_cases, fanout_cases, rounds, args.quick)
+
+
+def summarise(results, key):
+    ok = [r[key] for r in results if r.get("ok")]
+    if len(ok) < len(results):
+        errors = {r.get("error", "?") for r in results if not r.get("ok")}
+        return None, "; ".join(sorted(errors))
+    return median_range(ok), None
+
+
+def fmt_rate(v):
+    return f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v / 1e3:.1f}k"
+
+
+def write_results(out, found, notes, echo, fanout, capacity, echo_cases, fanout_cases, rounds, quick):
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(found)
+    lines = [f"# Benchmark results{' (quick run)' if quick else ''}", "",
+             f"One run on this machine: {os.cpu_count()} CPUs; server pinned to CPU 0, load generator "
+             f"to CPU 1; {rounds} round(s), medians with [min-max]; ratio to stage 03 in parentheses.", ""]
+
+    # Echo table: messages per second.
+    lines += ["## Closed-loop echo: messages per second", "",
+              "| server | " + " | ".join(f"{c} conn x {s} B" for c, s in echo_cases) + " |",
+              "|---|" + "---|" * len(echo_cases)]
+    ref = {case: summarise(echo[(REFERENCE, *case)], "msgs_per_s")[0] for case in echo_cases if (REFERENCE, *case) in echo}
+    failures = []
+    for name in names:
+        cells = []
+        for case in echo_cases:
+            summary, error = summarise(echo[(name, *case)], "msgs_per_s")
+            if error:
+                cells.append("--")
+                failures.append(f"{name}, echo {case[0]} x {case[1]} B: {error}")
+                continue
+            (m, lo, hi), r = summary, ref.get(case)
+            ratio = f" ({m / r[0]:.2f})" if r else ""
+            cells.append(f"{fmt_rate(m)} [{fmt_rate(lo)}-{fmt_rate(hi)}]{ratio}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+
+    # Latency at 100 connections (or the largest case present).
+    lat_case = next((c for c in echo_cases if c[0] == 100), echo_cases[-1])
+    lines += ["", f"## Echo latency, {lat_case[0]} connections x {lat_case[1]} B (microseconds, median of rounds)", "",
+              "| server | p50 | p99 | p99.9 | MB/s |", "|---|---|---|---|---|"]
+    for name in names:
+        res = [r for r in echo[(name, *lat_case)] if r.get("ok")]
+        if not res:
+            lines.append(f"| {name} | -- | -- | -- | -- |")
+            continue
+        med = lambda k: statistics.median(r[k] for r in res)
+        lines.append(f"| {name} | {med('p50_us'):.0f} | {med('p99_us'):.0f} | {med('p999_us'):.0f} | {med('mb_per_s'):.1f} |")
+
+    # Fan-out.
+    lines += ["", "## Relay fan-out: one sender, deliveries per second (p99 until the last receiver, us)", "",
+              "| server | " + " | ".join(f"{n} receivers" for n in fanout_cases) + " |",
+              "|---|" + "---|" * len(fanout_cases)]
+    for name in names:
+        cells = []
+        for n in fanout_cases:
+            summary, error = summarise(fanout[(name, n)], "deliveries_per_s")
+            if error:
+                cells.append("--")
+                failures.append(f"{name}, fan-out {n}: {error}")
+                continue
+            p99 = statistics.median(r["p99_us"] for r in fanout[(name, n)])
+            cells.append(f"{fmt_rate(summary[0])} (p99 {p99:.0f})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+
+    # Capacity.
+    lines += ["", "## Idle connections: server memory", "",
+              "| server | connections held | RSS at the end (MiB) | bytes per idle connection | threads | note |",
+              "|---|---|---|---|---|---|"]
+    with open(out / "capacity.dat", "w") as dat:
+        for i, name in enumerate(names):
+            r = capacity.get(name)
+            dat.write(f"# {name}\n")  # one block per server, even empty: plots index by position
+            if not r:
+                dat.write("\n\n")
+                continue
+            steps = r.get("steps", [])
+            if len(steps) >= 2:
+                first, last = steps[0], steps[-1]
+                per = (last["rss_kb"] - first["rss_kb"]) * 1024 / max(1, last["connections"] - first["connections"])
+                lines.append(f"| {name} | {last['connections']} | {last['rss_kb'] / 1024:.1f} | {per:.0f} | "
+                             f"{last['threads']} | {r.get('error', '')} |")
+            else:
+                lines.append(f"| {name} | -- | -- | -- | -- | {r.get('error', '')} |")
+            for s in steps:
+                dat.write(f"{s['connections']} {s['rss_kb'] / 1024:.2f}\n")
+            dat.write("\n\n")
+
+    if failures or notes:
+        lines += ["", "## Notes", ""]
+        lines += [f"- {name}: skipped, {why}" for name, why in notes.items()]
+        lines += [f"- {f}" for f in sorted(set(failures))]
+
+    # Data for plots: echo throughput (64 B) vs connections; fan-out p99.
+    with open(out / "echo.dat", "w") as dat:
+        for name in names:
+            dat.write(f"# {name}\n")
+            for c, s in echo_cases:
+                if s != echo_cases[0][1]:
+                    continue
+                summary, error = summarise(echo[(name, c, s)], "msgs_per_s")
+                if not error:
+                    dat.write(f"{c} {summary[0]:.0f}\n")
+            dat.write("\n\n")
+    with open(out / "fanout.dat", "w") as dat:
+        for name in names:
+            dat.write(f"# {name}\n")
+            for n in fanout_cases:
+                res = [r for r in fanout[(name, n)] if r.get("ok")]
+                if res and len(res) == len(fanout[(name, n)]):
+                    dat.write(f"{n} {statistics.median(r['p99_us'] for r in res):.0f}\n")
+            dat.write("\n\n")
+
+    table = "\n".join(lines) + "\n"
+    (out / "bench.md").write_text(table)
+    plot(out, names)
+    print(table)
+
+
+def plot(out, names):
+    gnuplot = shutil.which("gnuplot")
+    if not gnuplot:
+        print("(gnuplot not installed: no plots)", file=sys.stderr)
+        return
+    def series(datafile):
+        return ", ".join(f"'{datafile}' index {i} with linespoints title '{n}'" for i, n in enumerate(names))
+    script = f"""
+set terminal pngcairo size 900,560 font ',11'
+set grid
+set key outside right
+set output '{out}/echo_throughput.png'
+set title 'Closed-loop echo, 64 B frames'
+set xlabel 'connections'; set ylabel 'messages per second'
+set logscale x
+plot {series(f'{out}/echo.dat')}
+set output '{out}/fanout_latency.png'
+set title 'Relay fan-out: p99 until the last receiver has the frame'
+set xlabel 'receivers'; set ylabel 'microseconds'
+set logscale y
+plot {series(f'{out}/fanout.dat')}
+unset logscale
+set output '{out}/memory.png'
+set title 'Server memory with idle connections'
+set xlabel 'idle connections'; set ylabel 'RSS (MiB)'
+plot {series(f'{out}/capacity.dat')}
+"""
+    subprocess.run([gnuplot], input=script, text=True, check=False, stderr=subprocess.DEVNULL)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,359 @@
+// The benchmark's load generator: one process, one thread, epoll.
+//
+// Our framing is our own, so no off-the-shelf tool speaks it. Three workloads,
+// each printing one JSON object on stdout:
+//
+//   --mode echo      N connections, closed loop: send a frame, wait for its
+//                    echo, send the next. Messages/s, MB/s, latency percentiles.
+//   --mode fanout    one sender and R receivers on a relay server: one frame
+//                    in flight, done when the last receiver has it.
+//   --mode capacity  idle connections added in steps; after each step a round
+//                    trip on a probe connection, and the server's RSS and
+//                    thread count from /proc/PID/status.
+//
+// Echo mode counts bytes rather than parsing frames, so it also drives the
+// raw (unframed) echo server that marks the machine's floor.
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "frame.hpp"
+#include "net.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+    std::string host = "127.0.0.1";
+    std::uint16_t port = 0;
+    std::string mode = "echo";
+    int connections = 10;
+    std::size_t size = 64;
+    double warmup = 0.5, duration = 1.5;
+    int receivers = 10;
+    int pid = 0;
+    int step = 1000, max_connections = 19000;
+};
+
+[[noreturn]] void fail(const std::string& why) {
+    fmt::print("{{\"ok\": false, \"error\": \"{}\"}}\n", why);
+    std::exit(0);  // a failed workload is a result, not a crash of the benchmark
+}
+
+void raise_descriptor_limit() {
+    rlimit limit{};
+    ::getrlimit(RLIMIT_NOFILE, &limit);
+    limit.rlim_cur = limit.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &limit);
+}
+
+net::Fd connect_nonblocking(const Options& o) {
+    net::Fd fd;
+    try {
+        fd = net::connect_tcp(o.host, o.port);
+    } catch (const std::exception& e) {
+        fail(e.what());
+    }
+    ::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) | O_NONBLOCK);
+    return fd;
+}
+
+double percentile(std::vector<double>& v, double p) {
+    if (v.empty()) return 0;
+    std::size_t i = static_cast<std::size_t>(p / 100.0 * static_cast<double>(v.size() - 1));
+    std::nth_element(v.begin(), v.begin() + static_cast<long>(i), v.end());
+    return v[i];
+}
+
+double seconds_since(Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// ---------------------------------------------------------------------------
+
+struct EchoConn {
+    net::Fd fd;
+    std::size_t to_send = 0;   // bytes of the current message not yet written
+    std::size_t to_recv = 0;   // bytes of its echo not yet read
+    Clock::time_point sent_at;
+    long replies = 0;
+};
+
+void run_echo(const Options& o) {
+    const std::string message = frame::encode(std::string(o.size, 'e'));
+    std::vector<EchoConn> conns(static_cast<std::size_t>(o.connections));
+    net::Fd ep{::epoll_create1(EPOLL_CLOEXEC)};
+    for (std::size_t i = 0; i < conns.size(); ++i) {
+        conns[i].fd = connect_nonblocking(o);
+        epoll_event ev{.events = EPOLLIN | EPOLLOUT, .data = {.u64 = i}};
+        ::epoll_ctl(ep.get(), EPOLL_CTL_ADD, conns[i].fd.get(), &ev);
+    }
+    auto start_message = [&](EchoConn& c) {
+        c.to_send = message.size();
+        c.to_recv = message.size();
+        c.sent_at = Clock::now();
+    };
+    for (auto& c : conns) start_message(c);
+
+    const auto begin = Clock::now();
+    const double end_at = o.warmup + o.duration;
+    std::vector<double> latencies;
+    long measured = 0;
+    std::vector<epoll_event> events(1024);
+    char buffer[64 * 1024];
+    while (seconds_since(begin) < end_at) {
+        int n = ::epoll_wait(ep.get(), events.data(), static_cast<int>(events.size()), 100);
+        for (int k = 0; k < n; ++k) {
+            EchoConn& c = conns[events[static_cast<std::size_t>(k)].data.u64];
+            if (c.to_send > 0) {
+                ssize_t w = ::send(c.fd.get(), message.data() + message.size() - c.to_send, c.to_send,
+                                   MSG_NOSIGNAL);
+                if (w > 0) c.to_send -= static_cast<std::size_t>(w);
+                if (w < 0 && errno != EAGAIN) fail(fmt::format("send: {}", std::strerror(errno)));
+            }
+            while (true) {
+                ssize_t r = ::recv(c.fd.get(), buffer, sizeof buffer, 0);
+                if (r == 0) fail("server closed a connection");
+                if (r < 0) {
+                    if (errno == EAGAIN) break;
+                    fail(fmt::format("recv: {}", std::strerror(errno)));
+                }
+                std::size_t got = static_cast<std::size_t>(r);
+                while (got > 0) {
+                    const std::size_t take = std::min(got, c.to_recv);
+                    c.to_recv -= take;
+                    got -= take;
+                    if (c.to_recv == 0) {  // a whole echo is back
+                        ++c.replies;
+                        if (seconds_since(begin) >= o.warmup) {
+                            ++measured;
+                            latencies.push_back(seconds_since(c.sent_at) * 1e6);
+                        }
+                        start_message(c);
+                        if (got > 0) fail("more bytes than were sent came back");
+                    }
+                }
+            }
+            // Writable interest only while there is something to send.
+            epoll_event ev{.events = EPOLLIN | (c.to_send ? EPOLLOUT : 0u),
+                           .data = events[static_cast<std::size_t>(k)].data};
+            ::epoll_ctl(ep.get(), EPOLL_CTL_MOD, c.fd.get(), &ev);
+        }
+    }
+    const long starved = std::count_if(conns.begin(), conns.end(), [](const EchoConn& c) { return c.replies == 0; });
+    if (starved > 0) fail(fmt::format("{} of {} connections got no reply", starved, conns.size()));
+    const double rate = static_cast<double>(measured) / o.duration;
+    fmt::print(
+        "{{\"ok\": true, \"msgs_per_s\": {:.1f}, \"mb_per_s\": {:.3f}, \"p50_us\": {:.1f}, "
+        "\"p99_us\": {:.1f}, \"p999_us\": {:.1f}}}\n",
+        rate, rate * static_cast<double>(message.size()) / 1e6, percentile(latencies, 50),
+        percentile(latencies, 99), percentile(latencies, 99.9));
+}
+
+// ---------------------------------------------------------------------------
+
+void run_fanout(const Options& o) {
+    net::Fd ep{::epoll_create1(EPOLL_CLOEXEC)};
+    net::Fd sender = connect_nonblocking(o);
+    struct Receiver {
+        net::Fd fd;
+        frame::Decoder decoder{64 * 1024 * 1024};
+        bool synced = false;
+    };
+    std::vector<Receiver> receivers(static_cast<std::size_t>(o.receivers));
+    for (std::size_t i = 0; i < receivers.size(); ++i) {
+        receivers[i].fd = connect_nonblocking(o);
+        epoll_event ev{.events = EPOLLIN, .data = {.u64 = i}};
+        ::epoll_ctl(ep.get(), EPOLL_CTL_ADD, receivers[i].fd.get(), &ev);
+    }
+    auto send_seq = [&](std::uint64_t seq) {
+        std::string payload(std::max<std::size_t>(o.size, 8), 'f');
+        std::memcpy(payload.data(), &seq, 8);
+        if (!net::send_all(sender.get(), frame::encode(payload))) fail("sender: send failed");
+    };
+    // Wait until the server relays to every receiver: sync frames (seq 0)
+    // until all have one. (Connected is not yet registered.)
+    std::vector<epoll_event> events(1024);
+    char buffer[64 * 1024];
+    int synced = 0;
+    std::uint64_t seq = 0;
+    long completed = 0;
+    std::map<std::uint64_t, std::pair<int, Clock::time_point>> pending;  // seq -> (received, sent_at)
+    std::vector<double> latencies;
+    Clock::time_point begin{};
+    bool measuring_started = false;
+    const auto sync_start = Clock::now();
+    auto last_sync = Clock::now() - std::chrono::seconds(1);
+    while (true) {
+        if (synced < o.receivers) {
+            if (seconds_since(sync_start) > 30) fail("receivers never all registered");
+            if (seconds_since(last_sync) > 0.02) {
+                send_seq(0);
+                last_sync = Clock::now();
+            }
+        } else if (!measuring_started) {
+            measuring_started = true;
+            begin = Clock::now();
+            pending[++seq] = {0, Clock::now()};
+            send_seq(seq);
+        } else if (seconds_since(begin) >= o.warmup + o.duration) {
+            break;
+        }
+        int n = ::epoll_wait(ep.get(), events.data(), static_cast<int>(events.size()), 10);
+        for (int k = 0; k < n; ++k) {
+            Receiver& r = receivers[events[static_cast<std::size_t>(k)].data.u64];
+            while (true) {
+                ssize_t got = ::recv(r.fd.get(), buffer, sizeof buffer, 0);
+                if (got == 0) fail("server closed a receiver");
+                if (got < 0) {
+                    if (errno == EAGAIN) break;
+                    fail(fmt::format("recv: {}", std::strerror(errno)));
+                }
+                r.decoder.feed({buffer, static_cast<std::size_t>(got)});
+                while (auto f = r.decoder.next()) {
+                    std::uint64_t s = 0;
+                    std::memcpy(&s, f->data(), 8);
+                    if (s == 0) {
+                        if (!r.synced) ++synced;
+                        r.synced = true;
+                        continue;
+                    }
+                    auto it = pending.find(s);
+                    if (it == pending.end()) continue;
+                    if (++it->second.first == o.receivers) {  // the last receiver has it
+                        if (seconds_since(begin) >= o.warmup) {
+                            ++completed;
+                            latencies.push_back(seconds_since(it->second.second) * 1e6);
+                        }
+                        pending.erase(it);
+                        pending[++seq] = {0, Clock::now()};
+                        send_seq(seq);
+                    }
+                }
+            }
+        }
+    }
+    const double rate = static_cast<double>(completed) / o.duration;
+    fmt::print(
+        "{{\"ok\": true, \"msgs_per_s\": {:.1f}, \"deliveries_per_s\": {:.1f}, \"p50_us\": {:.1f}, "
+        "\"p99_us\": {:.1f}}}\n",
+        rate, rate * o.receivers, percentile(latencies, 50), percentile(latencies, 99));
+}
+
+// ---------------------------------------------------------------------------
+
+std::pair<long, long> rss_kb_and_threads(int pid) {
+    std::ifstream status(fmt::format("/proc/{}/status", pid));
+    long rss = -1, threads = -1;
+    for (std::string line; std::getline(status, line);) {
+        if (line.rfind("VmRSS:", 0) == 0) rss = std::stol(line.substr(6));
+        if (line.rfind("Threads:", 0) == 0) threads = std::stol(line.substr(8));
+    }
+    return {rss, threads};
+}
+
+void run_capacity(const Options& o) {
+    net::Fd probe = net::connect_tcp(o.host, o.port);
+    std::vector<net::Fd> idle;
+    std::vector<std::string> steps;
+    const std::string ping = frame::encode("ping");
+    auto round_trip = [&]() -> double {
+        const auto t = Clock::now();
+        timeval timeout{10, 0};
+        ::setsockopt(probe.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+        if (!net::send_all(probe.get(), ping)) return -1;
+        char buf[64];
+        std::size_t got = 0;
+        while (got < ping.size()) {
+            ssize_t r = ::recv(probe.get(), buf, sizeof buf, 0);
+            if (r <= 0) return -1;
+            got += static_cast<std::size_t>(r);
+        }
+        return seconds_since(t) * 1e3;
+    };
+    auto record = [&](std::size_t count, double rtt) {
+        auto [rss, threads] = rss_kb_and_threads(o.pid);
+        steps.push_back(fmt::format("{{\"connections\": {}, \"rss_kb\": {}, \"threads\": {}, \"rtt_ms\": {:.3f}}}",
+                                    count, rss, threads, rtt));
+    };
+    double rtt = round_trip();
+    if (rtt < 0) fail("no echo on the probe connection");
+    record(0, rtt);
+    std::string error;
+    while (static_cast<int>(idle.size()) < o.max_connections && error.empty()) {
+        for (int i = 0; i < o.step && static_cast<int>(idle.size()) < o.max_connections; ++i) {
+            try {
+                idle.push_back(net::connect_tcp(o.host, o.port));
+            } catch (const std::exception& e) {
+                error = e.what();
+                break;
+            }
+        }
+        rtt = round_trip();
+        if (rtt < 0) {
+            error = fmt::format("no round trip with {} idle connections", idle.size());
+            break;
+        }
+        // Did the server drop any of them (select past FD_SETSIZE, say)?
+        std::size_t dropped = 0;
+        for (auto& fd : idle) {
+            char b;
+            if (::recv(fd.get(), &b, 1, MSG_DONTWAIT) == 0) ++dropped;
+        }
+        if (dropped > 0) {
+            error = fmt::format("server closed {} of {} idle connections", dropped, idle.size());
+            break;
+        }
+        record(idle.size(), rtt);
+    }
+    fmt::print("{{\"ok\": {}, \"error\": \"{}\", \"steps\": [{}]}}\n", error.empty() ? "true" : "false", error,
+               fmt::join(steps, ", "));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Options o;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        std::string_view k = argv[i];
+        std::string v = argv[i + 1];
+        if (k == "--host") o.host = v;
+        else if (k == "--port") o.port = static_cast<std::uint16_t>(std::stoi(v));
+        else if (k == "--mode") o.mode = v;
+        else if (k == "--connections") o.connections = std::stoi(v);
+        else if (k == "--size") o.size = std::stoul(v);
+        else if (k == "--warmup") o.warmup = std::stod(v);
+        else if (k == "--duration") o.duration = std::stod(v);
+        else if (k == "--receivers") o.receivers = std::stoi(v);
+        else if (k == "--pid") o.pid = std::stoi(v);
+        else if (k == "--step") o.step = std::stoi(v);
+        else if (k == "--max") o.max_connections = std::stoi(v);
+        else {
+            fmt::print(stderr, "loadgen: unknown option {}\n", k);
+            return 2;
+        }
+    }
+    raise_descriptor_limit();
+    if (o.mode == "echo") run_echo(o);
+    else if (o.mode == "fanout") run_fanout(o);
+    else if (o.mode == "capacity") run_capacity(o);
+    else return 2;
+    return 0;
+}

@@ -90,8 +90,8 @@ double seconds_since(Clock::time_point t) {
 
 struct EchoConn {
     net::Fd fd;
-    std::size_t to_send = 0;   // bytes of the current message not yet written
-    std::size_t to_recv = 0;   // bytes of its echo not yet read
+    std::size_t to_send = 0;  // bytes of the current message not yet written
+    std::size_t to_recv = 0;  // bytes of its echo not yet read
     Clock::time_point sent_at;
     long replies = 0;
 };
@@ -110,7 +110,8 @@ void run_echo(const Options& o) {
         c.to_recv = message.size();
         c.sent_at = Clock::now();
     };
-    for (auto& c : conns) start_message(c);
+    for (auto& c : conns)
+        start_message(c);
 
     const auto begin = Clock::now();
     const double end_at = o.warmup + o.duration;
@@ -123,8 +124,8 @@ void run_echo(const Options& o) {
         for (int k = 0; k < n; ++k) {
             EchoConn& c = conns[events[static_cast<std::size_t>(k)].data.u64];
             if (c.to_send > 0) {
-                ssize_t w = ::send(c.fd.get(), message.data() + message.size() - c.to_send, c.to_send,
-                                   MSG_NOSIGNAL);
+                ssize_t w = ::send(c.fd.get(), message.data() + message.size() - c.to_send,
+                                   c.to_send, MSG_NOSIGNAL);
                 if (w > 0) c.to_send -= static_cast<std::size_t>(w);
                 if (w < 0 && errno != EAGAIN) fail(fmt::format("send: {}", std::strerror(errno)));
             }
@@ -157,7 +158,8 @@ void run_echo(const Options& o) {
             ::epoll_ctl(ep.get(), EPOLL_CTL_MOD, c.fd.get(), &ev);
         }
     }
-    const long starved = std::count_if(conns.begin(), conns.end(), [](const EchoConn& c) { return c.replies == 0; });
+    const long starved =
+        std::count_if(conns.begin(), conns.end(), [](const EchoConn& c) { return c.replies == 0; });
     if (starved > 0) fail(fmt::format("{} of {} connections got no reply", starved, conns.size()));
     const double rate = static_cast<double>(measured) / o.duration;
     fmt::print(
@@ -195,7 +197,8 @@ void run_fanout(const Options& o) {
     int synced = 0;
     std::uint64_t seq = 0;
     long completed = 0;
-    std::map<std::uint64_t, std::pair<int, Clock::time_point>> pending;  // seq -> (received, sent_at)
+    std::map<std::uint64_t, std::pair<int, Clock::time_point>>
+        pending;  // seq -> (received, sent_at)
     std::vector<double> latencies;
     Clock::time_point begin{};
     bool measuring_started = false;
@@ -290,8 +293,9 @@ void run_capacity(const Options& o) {
     };
     auto record = [&](std::size_t count, double rtt) {
         auto [rss, threads] = rss_kb_and_threads(o.pid);
-        steps.push_back(fmt::format("{{\"connections\": {}, \"rss_kb\": {}, \"threads\": {}, \"rtt_ms\": {:.3f}}}",
-                                    count, rss, threads, rtt));
+        steps.push_back(fmt::format(
+            "{{\"connections\": {}, \"rss_kb\": {}, \"threads\": {}, \"rtt_ms\": {:.3f}}}", count,
+            rss, threads, rtt));
     };
     double rtt = round_trip();
     if (rtt < 0) fail("no echo on the probe connection");
@@ -323,8 +327,8 @@ void run_capacity(const Options& o) {
         }
         record(idle.size(), rtt);
     }
-    fmt::print("{{\"ok\": {}, \"error\": \"{}\", \"steps\": [{}]}}\n", error.empty() ? "true" : "false", error,
-               fmt::join(steps, ", "));
+    fmt::print("{{\"ok\": {}, \"error\": \"{}\", \"steps\": [{}]}}\n",
+               error.empty() ? "true" : "false", error, fmt::join(steps, ", "));
 }
 
 }  // namespace
@@ -334,26 +338,41 @@ int main(int argc, char** argv) {
     for (int i = 1; i + 1 < argc; i += 2) {
         std::string_view k = argv[i];
         std::string v = argv[i + 1];
-        if (k == "--host") o.host = v;
-        else if (k == "--port") o.port = static_cast<std::uint16_t>(std::stoi(v));
-        else if (k == "--mode") o.mode = v;
-        else if (k == "--connections") o.connections = std::stoi(v);
-        else if (k == "--size") o.size = std::stoul(v);
-        else if (k == "--warmup") o.warmup = std::stod(v);
-        else if (k == "--duration") o.duration = std::stod(v);
-        else if (k == "--receivers") o.receivers = std::stoi(v);
-        else if (k == "--pid") o.pid = std::stoi(v);
-        else if (k == "--step") o.step = std::stoi(v);
-        else if (k == "--max") o.max_connections = std::stoi(v);
+        if (k == "--host")
+            o.host = v;
+        else if (k == "--port")
+            o.port = static_cast<std::uint16_t>(std::stoi(v));
+        else if (k == "--mode")
+            o.mode = v;
+        else if (k == "--connections")
+            o.connections = std::stoi(v);
+        else if (k == "--size")
+            o.size = std::stoul(v);
+        else if (k == "--warmup")
+            o.warmup = std::stod(v);
+        else if (k == "--duration")
+            o.duration = std::stod(v);
+        else if (k == "--receivers")
+            o.receivers = std::stoi(v);
+        else if (k == "--pid")
+            o.pid = std::stoi(v);
+        else if (k == "--step")
+            o.step = std::stoi(v);
+        else if (k == "--max")
+            o.max_connections = std::stoi(v);
         else {
             fmt::print(stderr, "loadgen: unknown option {}\n", k);
             return 2;
         }
     }
     raise_descriptor_limit();
-    if (o.mode == "echo") run_echo(o);
-    else if (o.mode == "fanout") run_fanout(o);
-    else if (o.mode == "capacity") run_capacity(o);
-    else return 2;
+    if (o.mode == "echo")
+        run_echo(o);
+    else if (o.mode == "fanout")
+        run_fanout(o);
+    else if (o.mode == "capacity")
+        run_capacity(o);
+    else
+        return 2;
     return 0;
 }

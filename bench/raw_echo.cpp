@@ -15,9 +15,10 @@
 #include "net.hpp"
 
 int main(int argc, char** argv) {
-    const auto options = cli::parse_server(
-        {.name = "bench/raw_echo", .summary = "minimal epoll echo without framing (benchmark floor)"},
-        {argv, static_cast<std::size_t>(argc)});
+    const auto options =
+        cli::parse_server({.name = "bench/raw_echo",
+                           .summary = "minimal epoll echo without framing (benchmark floor)"},
+                          {argv, static_cast<std::size_t>(argc)});
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGINT);

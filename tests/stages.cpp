@@ -29,8 +29,9 @@ std::vector<ServerSpec> built_servers() {
         ServerSpec spec = *std::find_if(servers.begin(), servers.end(),
                                         [&](const ServerSpec& s) { return s.name == stage; });
         spec.name += "_valgrind";
-        spec.command.insert(spec.command.begin(), {VALGRIND, "--quiet", "--error-exitcode=99",
-                                                   "--leak-check=full", "--errors-for-leak-kinds=definite"});
+        spec.command.insert(spec.command.begin(),
+                            {VALGRIND, "--quiet", "--error-exitcode=99", "--leak-check=full",
+                             "--errors-for-leak-kinds=definite"});
         spec.emfile = ServerSpec::OutOfDescriptors::unknown;
         servers.push_back(spec);
     }

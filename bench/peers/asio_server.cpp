@@ -62,13 +62,15 @@ struct Session : std::enable_shared_from_this<Session> {
     std::size_t pending = 0;
 };
 
-awaitable<void> reader(std::shared_ptr<Session> self, Room& room, const cli::ServerOptions& options) {
+awaitable<void> reader(std::shared_ptr<Session> self, Room& room,
+                       const cli::ServerOptions& options) {
     room.sessions.insert(self);
     try {
         frame::Decoder decoder(options.max_frame);
         char buffer[64 * 1024];
         while (true) {
-            std::size_t n = co_await self->socket.async_read_some(asio::buffer(buffer), use_awaitable);
+            std::size_t n =
+                co_await self->socket.async_read_some(asio::buffer(buffer), use_awaitable);
             decoder.feed({buffer, n});
             while (auto payload = decoder.next()) {
                 auto frame = std::make_shared<const std::string>(frame::encode(*payload));
@@ -102,8 +104,9 @@ awaitable<void> listen(tcp::acceptor& acceptor, Room& room, const cli::ServerOpt
 }  // namespace
 
 int main(int argc, char** argv) {
-    const auto options = cli::parse_server({.name = "bench/asio_server", .summary = "Asio C++20 coroutines peer"},
-                                           {argv, static_cast<std::size_t>(argc)});
+    const auto options =
+        cli::parse_server({.name = "bench/asio_server", .summary = "Asio C++20 coroutines peer"},
+                          {argv, static_cast<std::size_t>(argc)});
     asio::io_context io(1);
     tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address(options.host), options.port));
     const auto local = acceptor.local_endpoint();

@@ -53,11 +53,13 @@ def servers(build):
         found["node"] = [node, str(ROOT / "bench/peers/node_server.js")]
     else:
         skipped["node"] = "node not installed"
+    # The talk's stack, with the talk's way of relaying: write and move on,
+    # no bound for a client that does not read (--unbounded).
     py = python_with("asyncio")
-    found["asyncio"] = [py, str(ROOT / "tests/byo/relay_server.py")]
+    found["asyncio"] = [py, str(ROOT / "tests/byo/relay_server.py"), "--unbounded"]
     uv = python_with("uvloop")
     if uv:
-        found["uvloop"] = [uv, str(ROOT / "tests/byo/relay_server.py"), "--uvloop"]
+        found["uvloop"] = [uv, str(ROOT / "tests/byo/relay_server.py"), "--unbounded", "--uvloop"]
     else:
         skipped["uvloop"] = "python3-uvloop not installed"
     return found, skipped
@@ -120,11 +122,13 @@ def main():
         echo_cases = [(10, 64), (100, 1024)]
         fanout_cases = [10, 100]
         capacity_max, capacity_step = 2000, 1000
+        slow_mb = 20
     else:
         rounds, warmup, duration = args.rounds or 3, 0.5, 1.5
         echo_cases = [(c, s) for c in (1, 10, 100, 1000) for s in (64, 1024, 16384)]
         fanout_cases = [10, 100, 1000]
         capacity_max, capacity_step = 19000, 1000
+        slow_mb = 100
 
     # What each server cannot do by design: results, not crashes.
     def cannot(name, workload, connections):
@@ -137,7 +141,7 @@ def main():
     echo = {}     # (name, conns, size) -> [results]
     fanout = {}   # (name, receivers) -> [results]
     notes = dict(skipped)
-    total = rounds * len(found) * (len(echo_cases) + len(fanout_cases)) + len(found)
+    total = rounds * len(found) * (len(echo_cases) + len(fanout_cases)) + 3 * len(found)
     progress = Progress(total)
 
     for round_ in range(rounds):
@@ -166,6 +170,18 @@ def main():
                 stop(proc)
                 fanout.setdefault((name, receivers), []).append(r)
 
+    slow = {}  # name -> {"alone": result, "stalled": result}
+    for name, command in found.items():
+        for stalled in (0, 1):
+            progress.step(f"slow reader ({'with' if stalled else 'without'} a stalled client): {name}")
+            if name == "raw_epoll":
+                continue
+            proc, port = start(command, [])
+            slow.setdefault(name, {})["stalled" if stalled else "alone"] = loadgen(
+                args.build, port, "--mode", "slowreader", "--pid", proc.pid, "--stalled", stalled,
+                "--megabytes", slow_mb)
+            stop(proc)
+
     capacity = {}
     for name, command in found.items():
         progress.step(f"capacity up to {capacity_max} idle connections: {name}")
@@ -177,7 +193,8 @@ def main():
         stop(proc)
     print(file=sys.stderr)
 
-    write_results(Path(args.out), found, notes, echo, fanout, capacity, echo_cases, fanout_cases, rounds, args.quick)
+    write_results(Path(args.out), found, notes, echo, fanout, capacity, slow, slow_mb, echo_cases,
+                  fanout_cases, rounds, args.quick)
 
 
 def summarise(results, key):
@@ -192,7 +209,8 @@ def fmt_rate(v):
     return f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v / 1e3:.1f}k"
 
 
-def write_results(out, found, notes, echo, fanout, capacity, echo_cases, fanout_cases, rounds, quick):
+def write_results(out, found, notes, echo, fanout, capacity, slow, slow_mb, echo_cases, fanout_cases,
+                  rounds, quick):
     out.mkdir(parents=True, exist_ok=True)
     names = list(found)
     lines = [f"# Benchmark results{' (quick run)' if quick else ''}", "",
@@ -245,6 +263,27 @@ def write_results(out, found, notes, echo, fanout, capacity, echo_cases, fanout_
             p99 = statistics.median(r["p99_us"] for r in fanout[(name, n)])
             cells.append(f"{fmt_rate(summary[0])} (p99 {p99:.0f})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+
+    # Slow reader.
+    lines += ["", f"## A stalled receiver while a reader takes {slow_mb} MiB", "",
+              "Goal: peak server RSS under 64 MiB, and the reader at over 80% of its speed without "
+              "the stalled client.", "",
+              "| server | reader alone (MB/s) | with a stalled client (MB/s) | ratio | peak RSS (MiB) | goal |",
+              "|---|---|---|---|---|---|"]
+    for name in names:
+        r = slow.get(name)
+        if not r:
+            continue
+        alone, stalled = r.get("alone", {}), r.get("stalled", {})
+        if not (alone.get("ok") and stalled.get("ok")):
+            error = alone.get("error") or stalled.get("error")
+            lines.append(f"| {name} | -- | -- | -- | -- | failed: {error} |")
+            continue
+        ratio = stalled["mb_per_s"] / alone["mb_per_s"]
+        peak = stalled["peak_rss_kb"] / 1024
+        met = "met" if ratio >= 0.8 and peak < 64 else "missed"
+        lines.append(f"| {name} | {alone['mb_per_s']:.0f} | {stalled['mb_per_s']:.0f} | {ratio:.2f} | "
+                     f"{peak:.1f} | {met} |")
 
     # Capacity.
     lines += ["", "## Idle connections: server memory", "",

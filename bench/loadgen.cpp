@@ -10,12 +10,16 @@
 //   --mode capacity  idle connections added in steps; after each step a round
 //                    trip on a probe connection, and the server's RSS and
 //                    thread count from /proc/PID/status.
+//   --mode slowreader  a sender and a reader exchange 100 MiB on a relay
+//                    server, with (--stalled 1) or without a third client that
+//                    never reads: the reader's MB/s and the server's peak RSS.
 //
 // Echo mode counts bytes rather than parsing frames, so it also drives the
 // raw (unframed) echo server that marks the machine's floor.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -27,6 +31,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -50,6 +55,8 @@ struct Options {
     int receivers = 10;
     int pid = 0;
     int step = 1000, max_connections = 19000;
+    int stalled = 0;
+    int megabytes = 100;
 };
 
 [[noreturn]] void fail(const std::string& why) {
@@ -331,48 +338,122 @@ void run_capacity(const Options& o) {
                error.empty() ? "true" : "false", error, fmt::join(steps, ", "));
 }
 
+// ---------------------------------------------------------------------------
+
+void run_slowreader(const Options& o) {
+    // The stalled client connects first (so the server registers it before
+    // the reader), and then never reads a byte.
+    net::Fd stalled;
+    if (o.stalled) stalled = net::connect_tcp(o.host, o.port);
+    net::Fd sender = net::connect_tcp(o.host, o.port);
+    net::Fd reader = net::connect_tcp(o.host, o.port);
+    frame::Decoder decoder(64 * 1024 * 1024);
+    char buffer[64 * 1024];
+    // Next frame for the reader, skipping sync frames; nullopt on timeout.
+    auto next_frame = [&](int timeout_ms) -> std::optional<std::string> {
+        const auto until = Clock::now() + std::chrono::milliseconds(timeout_ms);
+        while (true) {
+            while (auto f = decoder.next()) {
+                if (*f != "sync") return f;
+            }
+            pollfd p{reader.get(), POLLIN, 0};
+            const auto left =
+                std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
+            if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0)
+                return std::nullopt;
+            ssize_t r = ::recv(reader.get(), buffer, sizeof buffer, 0);
+            if (r <= 0) return std::nullopt;
+            decoder.feed({buffer, static_cast<std::size_t>(r)});
+        }
+    };
+    // Sync: resend until one reaches the reader (connected is not yet
+    // registered). Sync frames that arrive later are skipped.
+    bool synced = false;
+    for (int attempt = 0; attempt < 500 && !synced; ++attempt) {
+        if (!net::send_all(sender.get(), frame::encode("sync"))) fail("sender: send failed");
+        pollfd p{reader.get(), POLLIN, 0};
+        if (::poll(&p, 1, 20) > 0) {
+            ssize_t r = ::recv(reader.get(), buffer, sizeof buffer, 0);
+            if (r <= 0) fail("reader closed during sync");
+            decoder.feed({buffer, static_cast<std::size_t>(r)});
+            synced = true;
+        }
+    }
+    if (!synced) fail("reader never got a sync frame");
+
+    const std::string block(64 * 1024, 's');
+    const std::string encoded = frame::encode(block);
+    const int frames = o.megabytes * 16, window = 16;
+    const auto start = Clock::now();
+    for (int first = 0; first < frames; first += window) {
+        for (int i = 0; i < window; ++i) {
+            if (!net::send_all(sender.get(), encoded)) fail("sender: send failed");
+        }
+        for (int i = 0; i < window; ++i) {
+            if (!next_frame(10000)) fail(fmt::format("reader: no frame after {} MiB", first / 16));
+        }
+    }
+    const double elapsed = seconds_since(start);
+    long peak_kb = -1;
+    std::ifstream status(fmt::format("/proc/{}/status", o.pid));
+    for (std::string line; std::getline(status, line);) {
+        if (line.rfind("VmHWM:", 0) == 0) peak_kb = std::stol(line.substr(6));
+    }
+    fmt::print("{{\"ok\": true, \"mb_per_s\": {:.1f}, \"peak_rss_kb\": {}}}\n",
+               static_cast<double>(frames) * static_cast<double>(encoded.size()) / 1e6 / elapsed,
+               peak_kb);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     Options o;
     for (int i = 1; i + 1 < argc; i += 2) {
-        std::string_view k = argv[i];
-        std::string v = argv[i + 1];
-        if (k == "--host")
-            o.host = v;
-        else if (k == "--port")
-            o.port = static_cast<std::uint16_t>(std::stoi(v));
-        else if (k == "--mode")
-            o.mode = v;
-        else if (k == "--connections")
-            o.connections = std::stoi(v);
-        else if (k == "--size")
-            o.size = std::stoul(v);
-        else if (k == "--warmup")
-            o.warmup = std::stod(v);
-        else if (k == "--duration")
-            o.duration = std::stod(v);
-        else if (k == "--receivers")
-            o.receivers = std::stoi(v);
-        else if (k == "--pid")
-            o.pid = std::stoi(v);
-        else if (k == "--step")
-            o.step = std::stoi(v);
-        else if (k == "--max")
-            o.max_connections = std::stoi(v);
-        else {
-            fmt::print(stderr, "loadgen: unknown option {}\n", k);
+        const std::string_view key = argv[i];
+        const std::string value = argv[i + 1];
+        if (key == "--host") {
+            o.host = value;
+        } else if (key == "--port") {
+            o.port = static_cast<std::uint16_t>(std::stoi(value));
+        } else if (key == "--mode") {
+            o.mode = value;
+        } else if (key == "--connections") {
+            o.connections = std::stoi(value);
+        } else if (key == "--size") {
+            o.size = std::stoul(value);
+        } else if (key == "--warmup") {
+            o.warmup = std::stod(value);
+        } else if (key == "--duration") {
+            o.duration = std::stod(value);
+        } else if (key == "--receivers") {
+            o.receivers = std::stoi(value);
+        } else if (key == "--pid") {
+            o.pid = std::stoi(value);
+        } else if (key == "--step") {
+            o.step = std::stoi(value);
+        } else if (key == "--max") {
+            o.max_connections = std::stoi(value);
+        } else if (key == "--stalled") {
+            o.stalled = std::stoi(value);
+        } else if (key == "--megabytes") {
+            o.megabytes = std::stoi(value);
+        } else {
+            fmt::print(stderr, "loadgen: unknown option {}\n", key);
             return 2;
         }
     }
     raise_descriptor_limit();
-    if (o.mode == "echo")
+    if (o.mode == "echo") {
         run_echo(o);
-    else if (o.mode == "fanout")
+    } else if (o.mode == "fanout") {
         run_fanout(o);
-    else if (o.mode == "capacity")
+    } else if (o.mode == "capacity") {
         run_capacity(o);
-    else
+    } else if (o.mode == "slowreader") {
+        run_slowreader(o);
+    } else {
+        fmt::print(stderr, "loadgen: unknown mode {}\n", o.mode);
         return 2;
+    }
     return 0;
 }

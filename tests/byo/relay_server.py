@@ -28,6 +28,8 @@ def parse_args():
     parser.add_argument("--echo", action="store_true")
     parser.add_argument("--trace", action="store_true")  # accepted, not implemented
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop (libuv) if installed")
+    parser.add_argument("--unbounded", action="store_true",
+                        help="the talk's behaviour: queue without limit for slow readers (benchmark)")
     return parser.parse_args()  # exits with status 2 on bad arguments
 
 
@@ -35,7 +37,7 @@ async def main(args):
     writers = set()
 
     def send(writer, frame):
-        if writer.transport.get_write_buffer_size() + len(frame) > MAX_PENDING:
+        if not args.unbounded and writer.transport.get_write_buffer_size() + len(frame) > MAX_PENDING:
             log("client not reading: disconnected")
             writers.discard(writer)
             writer.transport.abort()

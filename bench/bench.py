@@ -94,6 +94,28 @@ def loadgen(build, port, *args, timeout=600):
         return {"ok": False, "error": (out.stderr or "no output").strip()[:200]}
 
 
+def machine():
+    """What the numbers were measured on."""
+    def run(*cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return "?"
+    cpu = next((l.split(":", 1)[1].strip() for l in run("lscpu").splitlines() if l.startswith("Model name")), "?")
+    gxx = run("g++", "--version").splitlines()
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "kernel": run("uname", "-sr"),
+        "compiler": gxx[0] if gxx else "?",
+        "libuv": run("pkg-config", "--modversion", "libuv"),
+        "node": run("node", "--version") if shutil.which("node") else "none",
+        "python": run("python3", "--version"),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
 def median_range(values):
     return statistics.median(values), min(values), max(values)
 
@@ -114,7 +136,12 @@ def main():
     parser.add_argument("--build", default=str(ROOT / "build-release"))
     parser.add_argument("--out", default=str(ROOT / "bench/results"))
     parser.add_argument("--rounds", type=int)
+    parser.add_argument("--report", action="store_true", help="only rewrite the tables and plots from raw.json")
     args = parser.parse_args()
+    out = Path(args.out)
+    if args.report:
+        write_results(out, **load_raw(out / "raw.json"))
+        return
 
     found, skipped = servers(args.build)
     if args.quick:
@@ -193,8 +220,28 @@ def main():
         stop(proc)
     print(file=sys.stderr)
 
-    write_results(Path(args.out), found, notes, echo, fanout, capacity, slow, slow_mb, echo_cases,
-                  fanout_cases, rounds, args.quick)
+    raw = dict(names=list(found), notes=notes, echo=echo, fanout=fanout, capacity=capacity, slow=slow,
+               slow_mb=slow_mb, echo_cases=echo_cases, fanout_cases=fanout_cases, rounds=rounds,
+               quick=args.quick, machine=machine())
+    save_raw(out / "raw.json", raw)
+    write_results(out, **raw)
+
+
+def save_raw(path, raw):
+    """Every measurement as measured, so the report can be rewritten."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = dict(raw)
+    data["echo"] = [[list(k), v] for k, v in raw["echo"].items()]
+    data["fanout"] = [[list(k), v] for k, v in raw["fanout"].items()]
+    path.write_text(json.dumps(data, indent=1))
+
+
+def load_raw(path):
+    data = json.loads(path.read_text())
+    data["echo"] = {tuple(k): v for k, v in data["echo"]}
+    data["fanout"] = {tuple(k): v for k, v in data["fanout"]}
+    data["echo_cases"] = [tuple(c) for c in data["echo_cases"]]
+    return data
 
 
 def summarise(results, key):
@@ -209,13 +256,16 @@ def fmt_rate(v):
     return f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v / 1e3:.1f}k"
 
 
-def write_results(out, found, notes, echo, fanout, capacity, slow, slow_mb, echo_cases, fanout_cases,
-                  rounds, quick):
+def write_results(out, names, notes, echo, fanout, capacity, slow, slow_mb, echo_cases, fanout_cases,
+                  rounds, quick, machine):
     out.mkdir(parents=True, exist_ok=True)
-    names = list(found)
     lines = [f"# Benchmark results{' (quick run)' if quick else ''}", "",
-             f"One run on this machine: {os.cpu_count()} CPUs; server pinned to CPU 0, load generator "
-             f"to CPU 1; {rounds} round(s), medians with [min-max]; ratio to stage 03 in parentheses.", ""]
+             f"One run, {machine['date']}: {machine['cpu']}, {machine['cpus']} CPUs, "
+             f"{machine['memory_gib']} GiB; {machine['kernel']}; {machine['compiler']}; libuv "
+             f"{machine['libuv']}; node {machine['node']}; {machine['python']}.", "",
+             f"Server pinned to CPU 0, load generator to CPU 1; {rounds} round(s), medians with "
+             f"[min-max]; ratio to stage 03 in parentheses. Produced by `./workshop bench"
+             f"{' --quick' if quick else ''}` ([bench/README.md](../README.md)).", ""]
 
     # Echo table: messages per second.
     lines += ["## Closed-loop echo: messages per second", "",
@@ -294,7 +344,7 @@ def write_results(out, found, notes, echo, fanout, capacity, slow, slow_mb, echo
             r = capacity.get(name)
             dat.write(f"# {name}\n")  # one block per server, even empty: plots index by position
             if not r:
-                dat.write("\n\n")
+                dat.write("0 NaN\n\n\n")
                 continue
             steps = r.get("steps", [])
             if len(steps) >= 2:
@@ -306,6 +356,8 @@ def write_results(out, found, notes, echo, fanout, capacity, slow, slow_mb, echo
                 lines.append(f"| {name} | -- | -- | -- | -- | {r.get('error', '')} |")
             for s in steps:
                 dat.write(f"{s['connections']} {s['rss_kb'] / 1024:.2f}\n")
+            if not steps:
+                dat.write("0 NaN\n")
             dat.write("\n\n")
 
     if failures or notes:
@@ -321,16 +373,15 @@ def write_results(out, found, notes, echo, fanout, capacity, slow, slow_mb, echo
                 if s != echo_cases[0][1]:
                     continue
                 summary, error = summarise(echo[(name, c, s)], "msgs_per_s")
-                if not error:
-                    dat.write(f"{c} {summary[0]:.0f}\n")
+                dat.write(f"{c} {'NaN' if error else f'{summary[0]:.0f}'}\n")
             dat.write("\n\n")
     with open(out / "fanout.dat", "w") as dat:
         for name in names:
             dat.write(f"# {name}\n")
             for n in fanout_cases:
                 res = [r for r in fanout[(name, n)] if r.get("ok")]
-                if res and len(res) == len(fanout[(name, n)]):
-                    dat.write(f"{n} {statistics.median(r['p99_us'] for r in res):.0f}\n")
+                ok = res and len(res) == len(fanout[(name, n)])
+                dat.write(f"{n} {statistics.median(r['p99_us'] for r in res) if ok else 'NaN'}\n")
             dat.write("\n\n")
 
     table = "\n".join(lines) + "\n"
@@ -347,7 +398,7 @@ def plot(out, names):
     def series(datafile):
         return ", ".join(f"'{datafile}' index {i} with linespoints title '{n}'" for i, n in enumerate(names))
     script = f"""
-set terminal pngcairo size 900,560 font ',11'
+set terminal pngcairo size 900,560 font ',11' noenhanced
 set grid
 set key outside right
 set output '{out}/echo_throughput.png'

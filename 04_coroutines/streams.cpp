@@ -223,6 +223,17 @@ std::string_view StreamReader::buffered() const {
     return s_->buffer;
 }
 
+detail::ParkAwaiter StreamReader::wait() {
+    s_->start_reading();
+    return detail::park(s_->read_waiters);
+}
+
+bool StreamReader::ended() const {
+    if (!s_->buffer.empty()) return false;
+    if (s_->read_error) throw ConnectionError(uv_strerror(s_->read_error), s_->read_error);
+    return s_->eof;
+}
+
 void StreamReader::consume(std::size_t n) {
     s_->buffer.erase(0, n);
     // Below the limit again: resume reading from the socket.
@@ -527,9 +538,13 @@ Task<std::optional<std::string>> FrameReader::next() {
     while (true) {
         if (auto payload = decoder_.next()) co_return payload;
         if (decoder_.failed()) throw FrameError(decoder_.error());
-        if (!co_await reader_.fill()) {
-            if (decoder_.mid_frame()) throw IncompleteReadError("", frame::header_size);
-            co_return std::nullopt;  // a clean end between frames
+        if (reader_.buffered().empty()) {
+            if (reader_.ended()) {
+                if (decoder_.mid_frame()) throw IncompleteReadError("", frame::header_size);
+                co_return std::nullopt;  // a clean end between frames
+            }
+            co_await reader_.wait();  // suspended here while the connection is idle
+            continue;
         }
         // Feed the decoder straight from the stream's buffer: no extra copy.
         if (on_bytes) on_bytes(reader_.buffered().size());

@@ -67,6 +67,11 @@ class StreamReader {
     Task<bool> fill();
     std::string_view buffered() const;
     void consume(std::size_t n);
+    // The same wait without a coroutine frame of its own -- what an idle
+    // connection waits in, so it should cost little: co_await wait() returns
+    // once more bytes arrived, or the stream ended (ended() then says so).
+    detail::ParkAwaiter wait();
+    bool ended() const;  // nothing buffered and nothing more to come; throws on a read error
 
   private:
     Task<bool> more();  // wait until more bytes are buffered; false at end of stream

@@ -54,9 +54,12 @@ void Decoder::feed(std::string_view chunk) {
 }
 
 std::optional<std::string> Decoder::next() {
-    if (ready_.empty()) return std::nullopt;
-    std::string frame = std::move(ready_.front());
-    ready_.pop_front();
+    if (taken_ == ready_.size()) return std::nullopt;
+    std::string frame = std::move(ready_[taken_++]);
+    if (taken_ == ready_.size()) {  // all taken: start over (keeps the capacity)
+        ready_.clear();
+        taken_ = 0;
+    }
     return frame;
 }
 

@@ -9,10 +9,10 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace frame {
 
@@ -52,7 +52,11 @@ class Decoder {
     std::size_t header_filled_ = 0;  // 0..4 header bytes seen for the current frame
     std::uint32_t expected_ = 0;     // payload length, valid once the header is complete
     std::string payload_;            // the payload received so far
-    std::deque<std::string> ready_;  // complete frames not yet taken by next()
+    // Complete frames not yet taken by next(): ready_[taken_..]. A vector
+    // allocates nothing while empty (a deque always does), and an idle
+    // connection should cost as little memory as possible.
+    std::vector<std::string> ready_;
+    std::size_t taken_ = 0;
     bool failed_ = false;
     std::string error_;
 };

@@ -111,11 +111,13 @@ void accept(Server& server) {
         log("client {} connected from {}", client->id, client->peer);
         server.trace.accept(client->id, client->peer);
 
+        // ANCHOR: iterative
         if (!threaded) {
             // Iterative: serve this client to the end before accepting the next.
             serve_client(server, client);
             continue;
         }
+        // ANCHOR_END: iterative
         {
             std::lock_guard lock(server.mutex);
             ++server.running_threads;
@@ -140,6 +142,7 @@ void serve_client(Server& server, const std::shared_ptr<Client>& client) {
     frame::Decoder decoder(server.options.max_frame);
     char buffer[64 * 1024];
     std::string reason = "end of stream";
+    // ANCHOR: blocking-read
     while (true) {
         // Blocks until at least one byte arrives. It returns whatever is there:
         // maybe half a header, maybe ten frames. The decoder sorts that out.
@@ -150,14 +153,18 @@ void serve_client(Server& server, const std::shared_ptr<Client>& client) {
             break;
         }
         if (n == 0) {  // the peer closed (or half-closed) its side
-            if (decoder.mid_frame()) reason = "end of stream in the middle of a frame (dropped)";
+            if (decoder.mid_frame()) {
+                reason = "end of stream in the middle of a frame (dropped)";
+            }
             break;
         }
-        if (!on_readable(server, *client, decoder, {buffer, static_cast<std::size_t>(n)})) {
+        const std::string_view bytes(buffer, static_cast<std::size_t>(n));
+        if (!on_readable(server, *client, decoder, bytes)) {
             reason = decoder.error();
             break;
         }
     }
+    // ANCHOR_END: blocking-read
     close_client(server, client, reason);
     if (server.options.mode == "threads") {
         std::lock_guard lock(server.mutex);

@@ -106,6 +106,7 @@ void accept(Server& server) {
             log("accept failed: {}", std::strerror(errno));
             return;
         }
+        // ANCHOR: fd-setsize
         // FD_SET on a descriptor >= FD_SETSIZE (1024) writes past the end of
         // the fd_set: memory corruption, not an error code. select() simply
         // cannot watch it, so we refuse the client.
@@ -114,6 +115,7 @@ void accept(Server& server) {
                 net::peer_address(fd.get()), fd.get(), FD_SETSIZE);
             continue;  // the Fd closes the connection
         }
+        // ANCHOR_END: fd-setsize
         net::set_nodelay(fd.get());
         auto client = std::make_unique<Client>();
         client->id = server.next_id++;
@@ -244,12 +246,14 @@ void run(Server& server) {
         }
         if (server.stopping && server.clients.empty()) return;
 
+        // ANCHOR: select-call
         // No timeout: sleep until something is ready. (The talk's timeout=0
         // turns this into a busy loop that burns a core doing nothing.) Only
         // while shutting down do we bound the wait for slow clients.
         timeval grace{shutdown_grace_seconds, 0};
         int ready =
             ::select(max_fd + 1, &readable, &writable, nullptr, server.stopping ? &grace : nullptr);
+        // ANCHOR_END: select-call
         if (ready < 0) {
             if (errno == EINTR) continue;  // interrupted (e.g. by a debugger): ask again
             throw std::runtime_error(fmt::format("select: {}", std::strerror(errno)));

@@ -180,6 +180,7 @@ void send_frame(Server& server, Client& to, const std::shared_ptr<const std::str
                      fmt::format("not reading: over {} bytes pending", server.max_pending));
         return;
     }
+    // ANCHOR: uv-write
     auto* request = new WriteRequest{.req = {}, .client = &to, .frame = frame};
     request->req.data = request;
     // uv_write copies this small descriptor, not the bytes it points to: those
@@ -194,6 +195,7 @@ void send_frame(Server& server, Client& to, const std::shared_ptr<const std::str
         return;
     }
     to.queued += frame->size();
+    // ANCHOR_END: uv-write
     server.trace.queue(to.id, frame->size());
 }
 

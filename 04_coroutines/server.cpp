@@ -71,12 +71,14 @@ Task<void> handle_connection(Server& server, coro::StreamReader reader, coro::St
     try {
         coro::FrameReader frames(reader, server.options.max_frame);
         frames.on_bytes = [&](std::size_t n) { server.trace.read(client.id, n); };
+        // ANCHOR: frame-loop
         while (auto payload = co_await frames.next()) {
             on_frame(server, client, *payload);
             // Echo: this client is the one receiving, so it is the one to slow
             // down if it reads slowly -- wait for its queue to drain.
             if (server.options.echo) co_await client.writer.drain();
         }
+        // ANCHOR_END: frame-loop
     } catch (const coro::IncompleteReadError&) {
         reason = "end of stream in the middle of a frame (dropped)";
     } catch (const coro::FrameError& e) {

@@ -115,6 +115,7 @@ class [[nodiscard]] Task {
         std::coroutine_handle<promise_type> child;
 
         bool await_ready() const noexcept { return !child || child.done(); }
+        // ANCHOR: inline-start
         bool await_suspend(std::coroutine_handle<> parent) {
             promise_type& p = child.promise();
             p.continuation = parent;
@@ -123,6 +124,7 @@ class [[nodiscard]] Task {
             p.started_inline = false;
             return !p.finished;  // false: it finished already, the parent goes on
         }
+        // ANCHOR_END: inline-start
         T await_resume() {
             promise_type& p = child.promise();
             if (p.error) std::rethrow_exception(p.error);

@@ -267,6 +267,30 @@ def write_results(out, names, notes, echo, fanout, capacity, slow, slow_mb, echo
              f"[min-max]; ratio to stage 03 in parentheses. Produced by `./workshop bench"
              f"{' --quick' if quick else ''}` ([bench/README.md](../README.md)).", ""]
 
+    # A summary small enough for a slide (slides/ include it by its anchor).
+    sum_case = next((c for c in echo_cases if c == (100, 1024)), echo_cases[-1])
+    fan_case = next((n for n in fanout_cases if n == 100), fanout_cases[-1])
+    lines += ["## Summary", "", "<!-- ANCHOR: summary -->",
+              f"| server | echo, {sum_case[0]} conn x {sum_case[1]} B (msgs/s) | fan-out to {fan_case} "
+              "(deliveries/s) | bytes per idle connection | stalled reader: peak RSS |",
+              "|---|---|---|---|---|"]
+    ref_sum = summarise(echo[(REFERENCE, *sum_case)], "msgs_per_s")[0] if (REFERENCE, *sum_case) in echo else None
+    for name in names:
+        e, _ = summarise(echo[(name, *sum_case)], "msgs_per_s")
+        f, _ = summarise(fanout[(name, fan_case)], "deliveries_per_s")
+        echo_cell = "--" if not e else fmt_rate(e[0]) + (f" ({e[0] / ref_sum[0]:.2f})" if ref_sum else "")
+        fan_cell = "--" if not f else fmt_rate(f[0])
+        per_conn, slow_cell = "--", "--"
+        steps = (capacity.get(name) or {}).get("steps", [])
+        if len(steps) >= 2:
+            per = (steps[-1]["rss_kb"] - steps[0]["rss_kb"]) * 1024 / max(1, steps[-1]["connections"] - steps[0]["connections"])
+            per_conn = f"{per:.0f} B (at {steps[-1]['connections']})"
+        stalled = (slow.get(name) or {}).get("stalled", {})
+        if stalled.get("ok"):
+            slow_cell = f"{stalled['peak_rss_kb'] / 1024:.0f} MiB"
+        lines.append(f"| {name} | {echo_cell} | {fan_cell} | {per_conn} | {slow_cell} |")
+    lines += ["<!-- ANCHOR_END: summary -->", ""]
+
     # Echo table: messages per second.
     lines += ["## Closed-loop echo: messages per second", "",
               "| server | " + " | ".join(f"{c} conn x {s} B" for c, s in echo_cases) + " |",

@@ -33,6 +33,7 @@ void Decoder::feed(std::string_view chunk) {
             if (header_filled_ < header_size) continue;
             expected_ = (std::uint32_t{header_[0]} << 24) | (std::uint32_t{header_[1]} << 16) |
                         (std::uint32_t{header_[2]} << 8) | std::uint32_t{header_[3]};
+            // ANCHOR: limit-check
             // Check the limit *before* reserving anything: a hostile 0xFFFFFFFF
             // header must not make us allocate 4 GiB.
             if (expected_ > max_frame_) {
@@ -42,6 +43,7 @@ void Decoder::feed(std::string_view chunk) {
                 return;
             }
             payload_.reserve(expected_);
+            // ANCHOR_END: limit-check
         }
         const std::size_t take = std::min<std::size_t>(expected_ - payload_.size(), chunk.size());
         payload_.append(chunk.substr(0, take));

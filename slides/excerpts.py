@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Code on the slides comes from the real sources, by named regions.
+
+In a source file:             In a deck:
+    // ANCHOR: accept-loop        <!-- excerpt: 01_blocking/server.cpp#accept-loop -->
+    ...code...                    ```cpp
+    // ANCHOR_END: accept-loop    ...the same code...
+                                  ```
+
+    python3 slides/excerpts.py           # check: exit 1 on any drift
+    python3 slides/excerpts.py --update  # rewrite the decks' code from the sources
+
+The check fails when an excerpt differs from its source region, names a file
+or region that does not exist, when a region no deck uses, when the decks do
+not show the same excerpts, or when an excerpt line is too long for a slide.
+"""
+import re
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DECKS = [ROOT / "slides/talk.en.md", ROOT / "slides/talk.es.md"]
+SOURCES = ["01_blocking", "02_select", "03_libuv_callbacks", "04_coroutines", "common"]
+MAX_LINE = 92  # at the decks' code font size, about what fits a 16:9 slide
+
+# Measured tables (bench/results/bench.md) come in as Markdown, not as code:
+#   <!-- include: bench/results/bench.md#summary -->
+#   ...the table...
+#   <!-- end include -->
+INCLUDE = re.compile(r"<!-- include: (?P<file>[^#\s]+)#(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- end include -->", re.S)
+MD_ANCHOR = re.compile(r"^<!-- ANCHOR(?P<end>_END)?: (?P<name>[\w-]+) -->$")
+INCLUDED = ["bench/results/bench.md"]
+
+EXCERPT = re.compile(r"<!-- excerpt: (?P<file>[^#\s]+)#(?P<name>[\w-]+) -->\n```(?P<lang>\w*)\n(?P<code>.*?)```",
+                     re.S)
+ANCHOR = re.compile(r"^\s*// ANCHOR(?P<end>_END)?: (?P<name>[\w-]+)\s*$")
+
+
+def regions():
+    """(file, name) -> code, from every ANCHOR ... ANCHOR_END pair."""
+    found = {}
+    for folder in SOURCES:
+        for path in sorted((ROOT / folder).glob("*.[ch]pp")):
+            rel = path.relative_to(ROOT).as_posix()
+            open_regions = {}
+            for line in path.read_text().splitlines():
+                m = ANCHOR.match(line)
+                if m and not m["end"]:
+                    open_regions[m["name"]] = []
+                elif m:
+                    lines = open_regions.pop(m["name"], None)
+                    if lines is None:
+                        sys.exit(f"{rel}: ANCHOR_END: {m['name']} without its ANCHOR")
+                    found[(rel, m["name"])] = textwrap.dedent("\n".join(lines)).strip("\n") + "\n"
+                else:
+                    for lines in open_regions.values():
+                        lines.append(line)
+            if open_regions:
+                sys.exit(f"{rel}: ANCHOR without ANCHOR_END: {', '.join(open_regions)}")
+    return found
+
+
+def md_regions():
+    found = {}
+    for rel in INCLUDED:
+        path = ROOT / rel
+        if not path.exists():
+            continue
+        current, lines = None, []
+        for line in path.read_text().splitlines():
+            m = MD_ANCHOR.match(line)
+            if m and not m["end"]:
+                current, lines = m["name"], []
+            elif m and current == m["name"]:
+                found[(rel, current)] = "\n".join(lines).strip("\n") + "\n"
+                current = None
+            elif current:
+                lines.append(line)
+    return found
+
+
+def main():
+    update = "--update" in sys.argv[1:]
+    sources = regions()
+    problems, used, per_deck = [], set(), {}
+    for deck in DECKS:
+        text = deck.read_text()
+        names = []
+
+        def replace(m):
+            key = (m["file"], m["name"])
+            names.append(key)
+            used.add(key)
+            code = sources.get(key)
+            if code is None:
+                problems.append(f"{deck.name}: unknown excerpt {key[0]}#{key[1]}")
+                return m.group(0)
+            for line in code.splitlines():
+                if len(line) > MAX_LINE:
+                    problems.append(f"{key[0]}#{key[1]}: line too long for a slide ({len(line)} > {MAX_LINE})")
+            if m["code"] != code:
+                if not update:
+                    problems.append(f"{deck.name}: excerpt {key[0]}#{key[1]} differs from its source")
+                return f"<!-- excerpt: {key[0]}#{key[1]} -->\n```{m['lang']}\n{code}```"
+            return m.group(0)
+
+        new_text = EXCERPT.sub(replace, text)
+        tables = md_regions()
+
+        def include(m):
+            key = (m["file"], m["name"])
+            names.append(key)
+            body = tables.get(key)
+            if body is None:
+                problems.append(f"{deck.name}: unknown include {key[0]}#{key[1]}")
+                return m.group(0)
+            if m["body"] != body:
+                if not update:
+                    problems.append(f"{deck.name}: {key[0]}#{key[1]} differs from the results")
+                return f"<!-- include: {key[0]}#{key[1]} -->\n{body}<!-- end include -->"
+            return m.group(0)
+
+        new_text = INCLUDE.sub(include, new_text)
+        per_deck[deck.name] = names
+        if update and new_text != text:
+            deck.write_text(new_text)
+            print(f"updated {deck.relative_to(ROOT)}")
+    for key in sorted(set(sources) - used):
+        problems.append(f"{key[0]}: region {key[1]} is used by no deck")
+    decks = list(per_deck.values())
+    if any(d != decks[0] for d in decks[1:]):
+        problems.append("the decks do not show the same excerpts in the same order")
+    for p in problems:
+        print(p, file=sys.stderr)
+    if problems:
+        sys.exit(1)
+    print(f"{len(used)} excerpts in {len(DECKS)} decks match their sources")
+
+
+if __name__ == "__main__":
+    main()

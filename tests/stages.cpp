@@ -1,6 +1,7 @@
 #include "stages.hpp"
 
 #include <algorithm>
+#include <stdexcept>
 
 #include "stages.inc"  // generated: defines the SERVER_* and CLIENT_* paths
 
@@ -45,6 +46,13 @@ std::vector<ClientSpec> built_clients() {
         {.name = "03_libuv_callbacks", .command = {CLIENT_03}},
         {.name = "04_coroutines", .command = {CLIENT_04}},
     };
+}
+
+std::vector<std::string> server_command(const std::string& name) {
+    for (const auto& spec : built_servers()) {
+        if (spec.name == name) return spec.command;
+    }
+    throw std::invalid_argument("no server named " + name);
 }
 
 std::vector<std::string> iterative_server() {

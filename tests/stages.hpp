@@ -38,6 +38,8 @@ std::vector<ClientSpec> built_clients();
 std::vector<std::string> iterative_server();
 // The 02 select server, for the test of its FD_SETSIZE limit.
 std::vector<std::string> select_server();
+// The command of one of built_servers(), by name (e.g. "02_select").
+std::vector<std::string> server_command(const std::string& name);
 // The server the client conformance tests talk to.
 std::vector<std::string> reference_server();
 

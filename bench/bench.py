@@ -134,11 +134,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a short run (under a minute)")
     parser.add_argument("--build", default=str(ROOT / "build-release"))
-    parser.add_argument("--out", default=str(ROOT / "bench/results"))
+    parser.add_argument("--out", help="where to write (default bench/results, or bench/results/quick)")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--report", action="store_true", help="only rewrite the tables and plots from raw.json")
     args = parser.parse_args()
-    out = Path(args.out)
+    # A quick run never overwrites the full results that the slides show.
+    out = Path(args.out or ROOT / ("bench/results/quick" if args.quick else "bench/results"))
     if args.report:
         write_results(out, **load_raw(out / "raw.json"))
         return

@@ -76,6 +76,12 @@ def start(command, extra):
     return proc, int(line.rsplit(":", 1)[1])
 
 
+def cpu_seconds(pid):
+    """User + system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop(proc):
     proc.send_signal(signal.SIGTERM)
     try:
@@ -181,8 +187,15 @@ def main():
                     echo.setdefault((name, conns, size), []).append({"ok": False, "error": why})
                     continue
                 proc, port = start(command, ["--echo"])
+                cpu_before = cpu_seconds(proc.pid)
                 r = loadgen(args.build, port, "--mode", "echo", "--connections", conns, "--size", size,
                             "--warmup", warmup, "--duration", duration)
+                # Server CPU per message: the fair comparison when the load
+                # generator, not the server, sets the pace. (Warm-up messages
+                # are counted at the measured rate.)
+                if r.get("ok") and r["msgs_per_s"] > 0:
+                    used = cpu_seconds(proc.pid) - cpu_before
+                    r["cpu_us_per_msg"] = used / (r["msgs_per_s"] * (warmup + duration)) * 1e6
                 stop(proc)
                 echo.setdefault((name, conns, size), []).append(r)
         for receivers in fanout_cases:
@@ -272,9 +285,9 @@ def write_results(out, names, notes, echo, fanout, capacity, slow, slow_mb, echo
     sum_case = next((c for c in echo_cases if c == (100, 1024)), echo_cases[-1])
     fan_case = next((n for n in fanout_cases if n == 100), fanout_cases[-1])
     lines += ["## Summary", "", "<!-- ANCHOR: summary -->",
-              f"| server | echo, {sum_case[0]} conn x {sum_case[1]} B (msgs/s) | fan-out to {fan_case} "
-              "(deliveries/s) | bytes per idle connection | stalled reader: peak RSS |",
-              "|---|---|---|---|---|"]
+              f"| server | echo, {sum_case[0]} conn x {sum_case[1]} B (msgs/s) | server CPU per message "
+              f"| fan-out to {fan_case} (deliveries/s) | bytes per idle connection | stalled reader: peak RSS |",
+              "|---|---|---|---|---|---|"]
     ref_sum = summarise(echo[(REFERENCE, *sum_case)], "msgs_per_s")[0] if (REFERENCE, *sum_case) in echo else None
     for name in names:
         e, _ = summarise(echo[(name, *sum_case)], "msgs_per_s")
@@ -289,7 +302,13 @@ def write_results(out, names, notes, echo, fanout, capacity, slow, slow_mb, echo
         stalled = (slow.get(name) or {}).get("stalled", {})
         if stalled.get("ok"):
             slow_cell = f"{stalled['peak_rss_kb'] / 1024:.0f} MiB"
-        lines.append(f"| {name} | {echo_cell} | {fan_cell} | {per_conn} | {slow_cell} |")
+        cpu = [r["cpu_us_per_msg"] for r in echo[(name, *sum_case)] if "cpu_us_per_msg" in r]
+        ref_cpu = [r["cpu_us_per_msg"] for r in echo.get((REFERENCE, *sum_case), []) if "cpu_us_per_msg" in r]
+        cpu_cell = "--"
+        if cpu:
+            c = statistics.median(cpu)
+            cpu_cell = f"{c:.1f} us" + (f" ({c / statistics.median(ref_cpu):.2f})" if ref_cpu else "")
+        lines.append(f"| {name} | {echo_cell} | {cpu_cell} | {fan_cell} | {per_conn} | {slow_cell} |")
     lines += ["<!-- ANCHOR_END: summary -->", ""]
 
     # Echo table: messages per second.
@@ -309,6 +328,22 @@ def write_results(out, names, notes, echo, fanout, capacity, slow, slow_mb, echo
             (m, lo, hi), r = summary, ref.get(case)
             ratio = f" ({m / r[0]:.2f})" if r else ""
             cells.append(f"{fmt_rate(m)} [{fmt_rate(lo)}-{fmt_rate(hi)}]{ratio}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+
+    # Server CPU per message: who does the same work with less?
+    lines += ["", "## Echo: server CPU time per message (microseconds; ratio to stage 03)", "",
+              "| server | " + " | ".join(f"{c} conn x {s} B" for c, s in echo_cases) + " |",
+              "|---|" + "---|" * len(echo_cases)]
+    for name in names:
+        cells = []
+        for case in echo_cases:
+            cpu = [r["cpu_us_per_msg"] for r in echo[(name, *case)] if "cpu_us_per_msg" in r]
+            ref_cpu = [r["cpu_us_per_msg"] for r in echo.get((REFERENCE, *case), []) if "cpu_us_per_msg" in r]
+            if not cpu:
+                cells.append("--")
+                continue
+            c = statistics.median(cpu)
+            cells.append(f"{c:.1f}" + (f" ({c / statistics.median(ref_cpu):.2f})" if ref_cpu else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
 
     # Latency at 100 connections (or the largest case present).

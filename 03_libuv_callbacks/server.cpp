@@ -303,11 +303,8 @@ int main(int argc, char** argv) {
         log("error: {}", e.what());
         return 1;
     }
-    sockaddr_storage bound{};
-    int len = sizeof bound;
-    uv_tcp_getsockname(&server->listener, reinterpret_cast<sockaddr*>(&bound), &len);
-    net::announce_listening(reinterpret_cast<const sockaddr*>(&bound));
-
+    // Catch the signals before we say we are ready: a SIGTERM that comes right
+    // after "listening on" must stop us gracefully, not kill us.
     for (uv_signal_t* signal : {&server->sigint, &server->sigterm}) {
         uv_signal_init(&server->loop, signal);
         signal->data = server.get();
@@ -316,6 +313,11 @@ int main(int argc, char** argv) {
     uv_signal_start(&server->sigterm, on_signal, SIGTERM);
     uv_timer_init(&server->loop, &server->grace_timer);
     server->grace_timer.data = server.get();
+
+    sockaddr_storage bound{};
+    int len = sizeof bound;
+    uv_tcp_getsockname(&server->listener, reinterpret_cast<sockaddr*>(&bound), &len);
+    net::announce_listening(reinterpret_cast<const sockaddr*>(&bound));
     log("mode: libuv, {}, at most {} bytes pending per client",
         server->options.echo ? "echo" : "relay", server->max_pending);
 

@@ -201,34 +201,40 @@ void close_loop() {
 
 }  // namespace detail
 
-Task<int> wait_for_signal(std::vector<int> signals) {
-    // Only pointers to heap handles live in this frame, never a uv_signal_t.
-    struct Watch {
-        std::vector<detail::Handle*> handles;
-        int received = 0;
-        std::vector<detail::Waiter> waiters;
-        ~Watch() {
-            for (auto* h : handles)
-                h->close();
-        }
-    } watch;
+SignalWatch::SignalWatch(const std::vector<int>& signals) {
     for (int signum : signals) {
         auto* h = new detail::Handle;
-        h->owner = &watch;
+        h->owner = this;
         uv_signal_init(detail::loop(), &h->uv.signal);
         uv_signal_start(
             &h->uv.signal,
             [](uv_signal_t* signal, int number) {
-                auto* w = static_cast<Watch*>(static_cast<detail::Handle*>(signal->data)->owner);
-                w->received = number;
-                detail::wake_all(w->waiters);
+                auto* watch =
+                    static_cast<SignalWatch*>(static_cast<detail::Handle*>(signal->data)->owner);
+                if (watch->received_ == 0) watch->received_ = number;
+                detail::wake_all(watch->waiters_);
             },
             signum);
-        watch.handles.push_back(h);
+        handles_.push_back(h);
     }
-    while (watch.received == 0)
-        co_await detail::park(watch.waiters);
-    co_return watch.received;
+}
+
+SignalWatch::~SignalWatch() {
+    // The handles outlive us until their close callbacks; they no longer
+    // start ours (uv_close stops the watcher first).
+    for (auto* h : handles_)
+        h->close();
+}
+
+Task<int> SignalWatch::wait() {
+    while (received_ == 0)
+        co_await detail::park(waiters_);
+    co_return received_;
+}
+
+Task<int> wait_for_signal(std::vector<int> signals) {
+    SignalWatch watch(signals);
+    co_return co_await watch.wait();
 }
 
 bool is_cancelled_error(const std::exception_ptr& error) {

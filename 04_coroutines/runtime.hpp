@@ -349,8 +349,28 @@ inline SleepAwaiter sleep(std::chrono::milliseconds delay) {
     return SleepAwaiter(delay);
 }
 
-// Waits until one of `signals` (e.g. SIGINT, SIGTERM) arrives and returns
-// it: a signal becomes one more event of the loop. Cancellable.
+// Catches `signals` (e.g. SIGINT, SIGTERM) from the moment it is made, like
+// asyncio's loop.add_signal_handler: a signal becomes one more event of the
+// loop. One that arrives before anybody awaits wait() is kept, not lost to
+// the default action (which would kill the process) -- so a server makes its
+// SignalWatch *before* it tells the world it is listening.
+class SignalWatch {
+  public:
+    explicit SignalWatch(const std::vector<int>& signals);
+    ~SignalWatch();
+    SignalWatch(const SignalWatch&) = delete;
+    SignalWatch& operator=(const SignalWatch&) = delete;
+
+    // The first signal received (at once if it came already). Cancellable.
+    Task<int> wait();
+
+  private:
+    std::vector<detail::Handle*> handles_;  // heap handles: never in a frame
+    int received_ = 0;
+    std::vector<detail::Waiter> waiters_;
+};
+
+// Waits until one of `signals` arrives and returns it. Cancellable.
 Task<int> wait_for_signal(std::vector<int> signals);
 
 // Awaits `task` for at most `timeout`. On timeout the task is cancelled, and

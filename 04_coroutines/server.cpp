@@ -140,15 +140,15 @@ Task<void> serve(Server& server) {
             return handle_connection(server, std::move(reader), std::move(writer));
         },
         server.options.host, server.options.port);
+    // Catch the signals before we say we are ready: a SIGTERM that comes
+    // right after "listening on" must stop us gracefully, not kill us.
+    coro::SignalWatch stop_signals({SIGINT, SIGTERM});
     fmt::print("listening on {}\n", listener.address());
     std::fflush(stdout);
     log("mode: coroutines, {}, at most {} bytes pending per client",
         server.options.echo ? "echo" : "relay", server.max_pending);
 
-    // (A named vector, not `wait_for_signal({SIGINT, SIGTERM})`: g++ 12
-    // mishandles brace-initialised temporaries inside a co_await expression.)
-    const std::vector<int> stop_signals = {SIGINT, SIGTERM};
-    const int signal = co_await coro::wait_for_signal(stop_signals);
+    const int signal = co_await stop_signals.wait();
     log("{} received, shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
     server.stopping = true;
     listener.close();

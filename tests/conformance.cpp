@@ -349,6 +349,18 @@ TEST_P(Conformance, StopsGracefullyOnSigint) {
     expect_graceful_stop(server, a, SIGINT);
 }
 
+// "listening on" promises a server that is ready, signals included: one that
+// arrives right after the line must still stop it gracefully (a server that
+// installs its signal handling after announcing dies of SIGTERM here, now and
+// then). A few times over, since the window is short.
+TEST_P(Conformance, StopsGracefullyOnSigtermRightAfterStarting) {
+    for (int i = 0; i < 5; ++i) {
+        auto& server = start();
+        server.process.signal(SIGTERM);
+        ASSERT_EQ(server.process.wait(), 0) << "exit status, try " << i;
+    }
+}
+
 TEST_P(ConcurrentConformance, StopsGracefullyWithSeveralClients) {
     auto& server = start();
     auto& a = join();

@@ -109,6 +109,8 @@ int main(int argc, char** argv) {
                           {argv, static_cast<std::size_t>(argc)});
     asio::io_context io(1);
     tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address(options.host), options.port));
+    asio::signal_set signals(io, SIGINT, SIGTERM);  // before "listening on"
+    signals.async_wait([&](auto, auto) { io.stop(); });
     const auto local = acceptor.local_endpoint();
     if (local.address().is_v6()) {
         std::printf("listening on [%s]:%u\n", local.address().to_string().c_str(), local.port());
@@ -117,8 +119,6 @@ int main(int argc, char** argv) {
     }
     std::fflush(stdout);
     Room room;
-    asio::signal_set signals(io, SIGINT, SIGTERM);
-    signals.async_wait([&](auto, auto) { io.stop(); });
     asio::co_spawn(io, listen(acceptor, room, options), asio::detached);
     io.run();
     return 0;

@@ -69,12 +69,13 @@ async def main(args):
 
     server = await asyncio.start_server(handle_connection, args.host, args.port)
     host, port = server.sockets[0].getsockname()[:2]
-    print(f"listening on {f'[{host}]' if ':' in host else host}:{port}", flush=True)
-
+    # Handle the signals before saying we are ready: a SIGTERM that comes
+    # right after the "listening on" line must stop us gracefully.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    print(f"listening on {f'[{host}]' if ':' in host else host}:{port}", flush=True)
     await stop.wait()
 
     server.close()

@@ -364,6 +364,18 @@ TEST(Run, WaitForSignalTurnsASignalIntoAnEvent) {
     EXPECT_EQ(coro::run(main()), SIGUSR1);
 }
 
+// A server makes its SignalWatch before printing "listening on": a signal
+// that comes before anybody awaits must be kept, not kill the process.
+TEST(Run, SignalWatchKeepsASignalThatCameBeforeTheWait) {
+    auto main = []() -> Task<int> {
+        coro::SignalWatch watch({SIGUSR2});
+        std::raise(SIGUSR2);         // nobody is waiting yet
+        co_await coro::sleep(10ms);  // the loop sees the signal meanwhile
+        co_return co_await watch.wait();
+    };
+    EXPECT_EQ(coro::run(main()), SIGUSR2);
+}
+
 // g++ 12 destroys brace-initialised temporaries inside a co_await expression
 // twice (`co_await take({Tracked{}, 2})`). The runtime never needs one: every
 // awaiter comes from a function, and values travel through named variables.

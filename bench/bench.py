@@ -152,7 +152,7 @@ def main():
 
     found, skipped = servers(args.build)
     if args.quick:
-        rounds, warmup, duration = args.rounds or 1, 0.2, 0.6
+        rounds, warmup, duration = args.rounds or 1, 0.1, 0.4
         echo_cases = [(10, 64), (100, 1024)]
         fanout_cases = [10, 100]
         capacity_max, capacity_step = 2000, 1000

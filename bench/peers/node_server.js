@@ -6,6 +6,17 @@
 const net = require('net');
 
 const args = process.argv.slice(2);
+const usage = 'usage: node node_server.js [--host ADDR] [--port N] [--max-frame BYTES] [--echo]\n';
+if (args.includes('--help')) {
+  process.stdout.write(usage);
+  process.exit(0);
+}
+const known = new Set(['--host', '--port', '--max-frame', '--echo', '--trace']);
+const unknown = args.find((a) => a.startsWith('--') && !known.has(a));
+if (unknown) {
+  process.stderr.write(`error: unknown option '${unknown}'\n${usage}`);
+  process.exit(2);
+}
 const option = (name, fallback) => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : fallback;

@@ -35,7 +35,8 @@ struct StreamState : std::enable_shared_from_this<StreamState> {
     std::int64_t file_offset = 0;
     bool file_read_pending = false;
 
-    std::string buffer;  // received, not yet consumed
+    std::string buffer;                                    // received, not yet consumed
+    std::function<void(std::string_view)> take_next_read;  // see hand_next_read_to
     bool reading = false;
     bool eof = false;
     int read_error = 0;
@@ -128,8 +129,16 @@ void alloc_buffer(uv_handle_t*, std::size_t, uv_buf_t* buf) {
 void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
     auto* st = static_cast<StreamState*>(static_cast<Handle*>(stream->data)->owner);
     if (nread > 0) {
-        st->buffer.append(buf->base, static_cast<std::size_t>(nread));
-        if (st->buffer.size() >= read_limit) st->stop_reading();  // backpressure
+        const std::string_view bytes(buf->base, static_cast<std::size_t>(nread));
+        if (st->take_next_read && st->buffer.empty()) {
+            // Someone waits to parse these bytes: give them over now, while
+            // they are in the scratch buffer. Once: if more come before it
+            // runs, they are buffered, and read_limit bounds them.
+            std::exchange(st->take_next_read, nullptr)(bytes);
+        } else {
+            st->buffer.append(bytes);
+            if (st->buffer.size() >= read_limit) st->stop_reading();  // backpressure
+        }
     } else if (nread == UV_EOF) {
         st->eof = true;
         st->stop_reading();
@@ -226,6 +235,10 @@ std::string_view StreamReader::buffered() const {
 detail::ParkAwaiter StreamReader::wait() {
     s_->start_reading();
     return detail::park(s_->read_waiters);
+}
+
+void StreamReader::hand_next_read_to(std::function<void(std::string_view)> take) {
+    s_->take_next_read = std::move(take);
 }
 
 bool StreamReader::ended() const {
@@ -543,7 +556,17 @@ Task<std::optional<std::string>> FrameReader::next() {
                 if (decoder_.mid_frame()) throw IncompleteReadError("", frame::header_size);
                 co_return std::nullopt;  // a clean end between frames
             }
-            co_await reader_.wait();  // suspended here while the connection is idle
+            // Suspended here while the connection is idle. The bytes that wake
+            // us go straight into the decoder.
+            reader_.hand_next_read_to([this](std::string_view bytes) {
+                if (on_bytes) on_bytes(bytes.size());
+                decoder_.feed(bytes);
+            });
+            struct Withdraw {  // also if we are cancelled while waiting
+                StreamReader& reader;
+                ~Withdraw() { reader.hand_next_read_to(nullptr); }
+            } withdraw{reader_};
+            co_await reader_.wait();
             continue;
         }
         // Feed the decoder straight from the stream's buffer: no extra copy.

@@ -72,6 +72,10 @@ class StreamReader {
     // once more bytes arrived, or the stream ended (ended() then says so).
     detail::ParkAwaiter wait();
     bool ended() const;  // nothing buffered and nothing more to come; throws on a read error
+    // While nothing is buffered: hand the next read's bytes to `take` as they
+    // arrive, instead of buffering them -- one copy less (stage 03 decodes
+    // straight from libuv's buffer too). Once only; nullptr withdraws it.
+    void hand_next_read_to(std::function<void(std::string_view)> take);
 
   private:
     Task<bool> more();  // wait until more bytes are buffered; false at end of stream

@@ -519,6 +519,35 @@ TEST(Streams, CancellingAPendingReadKeepsBufferedBytes) {
     EXPECT_EQ(result, "0123456789");
 }
 
+// A FrameReader waiting for bytes asks the stream to hand it the next read
+// directly. Cancelled and gone, it must withdraw that request: the frame that
+// comes later is kept in the stream for the next reader, not handed to freed
+// memory (ASan would catch that).
+TEST(Streams, ACancelledFrameReaderLosesNothing) {
+    auto sender = [](coro::StreamReader reader, coro::StreamWriter writer) -> Task<void> {
+        co_await reader.read_exactly(2);  // "go"
+        writer.write(frame::encode("after"));
+        co_await reader.read();  // until the client closes
+        writer.close();
+    };
+    auto result = with_connection(sender, [](coro::Connection& c) -> Task<std::string> {
+        auto waiting = coro::spawn([&]() -> Task<void> {
+            coro::FrameReader frames(c.reader);
+            co_await frames.next();
+        });
+        co_await coro::sleep(5ms);
+        waiting.cancel();
+        co_await join_cancelled(waiting);
+        c.writer.write("go");
+        co_await c.reader.fill();  // the frame arrives while no FrameReader waits
+        coro::FrameReader frames(c.reader);
+        auto frame = co_await frames.next();
+        c.writer.close();
+        co_return frame.value_or("(none)");
+    });
+    EXPECT_EQ(result, "after");
+}
+
 // A task cancelled in drain() while 32 MiB are still queued: its frame goes
 // away, libuv keeps writing from buffers the write requests own, and the
 // peer receives every byte. (Under ASan, any use of freed memory fails here.)

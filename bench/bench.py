@@ -65,9 +65,21 @@ def servers(build):
     return found, skipped
 
 
+# glibc gives freed heap memory back to the kernel once the free space at the
+# top of the heap passes a threshold. With 16 KiB frames the top of the heap
+# can sit right at it: every message then costs a few page faults, and which
+# run falls into that (at half the speed) is luck. Measured here: ~3 page
+# faults per message and 2x the CPU in such runs, none with this setting. So
+# every server runs with a high threshold: the figures measure the I/O model,
+# not the allocator's luck. (Node and Python keep most of their memory in
+# allocators of their own; the setting is harmless to them.)
+MALLOC_TUNING = "glibc.malloc.trim_threshold=268435456"
+
+
 def start(command, extra):
     """Start a server on CPU 0 and wait for its ready line (never a sleep)."""
-    proc = subprocess.Popen(["taskset", "-c", "0", *command, "--port", "0", *extra],
+    env = dict(os.environ, GLIBC_TUNABLES=MALLOC_TUNING)
+    proc = subprocess.Popen(["taskset", "-c", "0", *command, "--port", "0", *extra], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline().strip()
     if not line.startswith("listening on "):
@@ -277,7 +289,8 @@ def write_results(out, names, notes, echo, fanout, capacity, slow, slow_mb, echo
              f"One run, {machine['date']}: {machine['cpu']}, {machine['cpus']} CPUs, "
              f"{machine['memory_gib']} GiB; {machine['kernel']}; {machine['compiler']}; libuv "
              f"{machine['libuv']}; node {machine['node']}; {machine['python']}.", "",
-             f"Server pinned to CPU 0, load generator to CPU 1; {rounds} round(s), medians with "
+             f"Server pinned to CPU 0, load generator to CPU 1; every server with `GLIBC_TUNABLES="
+             f"{MALLOC_TUNING}` (see bench/README.md); {rounds} round(s), medians with "
              f"[min-max]; ratio to stage 03 in parentheses. Produced by `./workshop bench"
              f"{' --quick' if quick else ''}` ([bench/README.md](../README.md)).", ""]
 

@@ -174,7 +174,7 @@ def main():
         echo_cases = [(c, s) for c in (1, 10, 100, 1000) for s in (64, 1024, 16384)]
         fanout_cases = [10, 100, 1000]
         capacity_max, capacity_step = 19000, 1000
-        slow_mb = 100
+        slow_mb = 1024  # long enough that cutting off the stalled client is a small part of it
 
     # What each server cannot do by design: results, not crashes.
     def cannot(name, workload, connections):

@@ -35,11 +35,6 @@ using logs::log;
 
 namespace {
 
-// A receiver that stops reading makes send() block once its socket buffers
-// fill. In blocking code the sender's thread is stuck there, so we give up on
-// such a receiver after this long (stage 02 handles it without waiting at all).
-constexpr int send_timeout_seconds = 3;
-
 struct Client {
     int id;
     std::string peer;
@@ -103,8 +98,18 @@ void accept(Server& server) {
             continue;
         }
         net::set_nodelay(fd.get());
-        timeval timeout{send_timeout_seconds, 0};
+        // ANCHOR: send-timeout
+        // Flow control comes free here: a receiver that reads slowly makes
+        // send() block, and so holds back the *sender's* thread -- which then
+        // stops reading, and TCP slows that client down. A receiver that does
+        // not read at all would hold it forever: after the stall timeout
+        // send() fails with EAGAIN and we cut that receiver.
+        const auto stall = server.options.limits.stall_timeout;
+        timeval timeout{};
+        timeout.tv_sec = static_cast<decltype(timeout.tv_sec)>(stall.count() / 1000);
+        timeout.tv_usec = static_cast<decltype(timeout.tv_usec)>(stall.count() % 1000 * 1000);
         ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+        // ANCHOR_END: send-timeout
 
         auto client = add_client(server, std::move(fd));
         if (!client) return;  // stopping: the Fd closed the connection
@@ -210,22 +215,29 @@ void broadcast(Server& server, const Client& from, std::string_view encoded) {
 // kernel has room. That wait is this model's weak spot -- it happens in the
 // *sender's* thread, so a receiver that never reads slows down whoever talks.
 void send_frame(Server& server, Client& to, std::string_view encoded) {
-    server.trace.queue(to.id, encoded.size());
+    server.trace.queue(to.id, encoded.size(), encoded.size());
     std::lock_guard lock(to.write_mutex);  // frames from two senders must not interleave
     if (!net::send_all(to.fd.get(), encoded)) {
-        log("client {}: write failed ({}), disconnecting it", to.id,
-            errno == EAGAIN ? "not reading for too long" : std::strerror(errno));
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            log("client {}: stalled: took no byte for {} ms, disconnecting it", to.id,
+                server.options.limits.stall_timeout.count());
+        } else {
+            log("client {}: write failed ({}), disconnecting it", to.id, std::strerror(errno));
+        }
         // Only the client's own thread closes it; we just wake that thread up.
         ::shutdown(to.fd.get(), SHUT_RDWR);
         return;
     }
-    server.trace.write(to.id, encoded.size());
+    server.trace.write(to.id, encoded.size(), 0);  // nothing stays with us: the kernel has it
 }
 
 void close_client(Server& server, const std::shared_ptr<Client>& client, std::string_view reason) {
     {
         std::lock_guard lock(server.mutex);
-        std::erase(server.clients, client);
+        // While stopping, other threads may still be sending it what was
+        // relayed before the signal: it stays listed, so that main can cut
+        // those sends at the end of the grace period.
+        if (!server.stopping) std::erase(server.clients, client);
     }
     server.trace.close(client->id, reason);
     log("client {} disconnected: {}", client->id, reason);
@@ -274,14 +286,25 @@ int main(int argc, char** argv) {
         return 1;
     }
     net::announce_listening(server.listener.get());
-    log("mode: {}{}", server.options.mode, server.options.echo ? ", echo" : ", relay");
+    log("mode: {}, {}, stall timeout {} ms (a blocking send() is the backpressure)",
+        server.options.mode, server.options.echo ? "echo" : "relay",
+        server.options.limits.stall_timeout.count());
 
     std::thread signal_thread(wait_for_signal, std::ref(server), signals);
     accept(server);
 
-    // Stopped accepting; wait for the client threads to see their end of stream.
+    // Stopped accepting; wait for the client threads to finish their sends and
+    // see their end of stream -- for at most the grace period. Then cut those
+    // still sending to a client that does not read: send() fails at once.
     std::unique_lock lock(server.mutex);
-    server.threads_done.wait(lock, [&] { return server.running_threads == 0; });
+    auto all_done = [&] { return server.running_threads == 0; };
+    if (!server.threads_done.wait_for(lock, server.options.limits.shutdown_grace, all_done)) {
+        for (const auto& client : server.clients) {
+            log("client {}: output not flushed in time, cutting it", client->id);
+            ::shutdown(client->fd.get(), SHUT_RDWR);
+        }
+    }
+    server.threads_done.wait(lock, all_done);
     lock.unlock();
     signal_thread.join();
     log("bye");

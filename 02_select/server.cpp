@@ -9,6 +9,8 @@
 //          listener readable  -> accept
 //          client readable    -> on_readable -> on_frame -> broadcast -> send_frame
 //          client writable    -> on_writable
+//          a receiver's queue over --max-pending: its senders leave the read set
+//          (pause_reading) until it drains (resume_senders) -- backpressure
 //
 // The price: all state that lived on a thread's stack in stage 01 (the decoder,
 // what is left to write) now lives in the Client struct, and every read and
@@ -21,9 +23,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,17 +38,9 @@
 #include "net.hpp"
 
 using logs::log;
+using Clock = std::chrono::steady_clock;
 
 namespace {
-
-// The most we queue for one client that is not reading. Past it the client is
-// disconnected: a stalled reader must not grow our memory without bound, nor
-// slow anyone else down. (Always room for at least two maximal frames.)
-constexpr std::size_t max_pending_default = 4 * 1024 * 1024;
-
-// On shutdown we flush queued frames, but not forever: a client that does not
-// read gets this long.
-constexpr int shutdown_grace_seconds = 5;
 
 struct Client {
     int id = 0;
@@ -53,12 +49,18 @@ struct Client {
     frame::Decoder decoder;
     net::OutputBuffer output;  // bytes not yet accepted by the kernel
     bool closing = false;      // no more reading; close once output is flushed
+    // Flow control (common/limits.hpp). As a sender: the receivers whose
+    // queues our frames took over the mark; while any is left we are not read.
+    std::vector<int> waiting_for;
+    // As a receiver: someone waits for us to drain; and when the kernel last
+    // took a byte from us (the stall clock).
+    bool over_mark = false;
+    Clock::time_point last_progress;
 };
 
 struct Server {
     cli::ServerOptions options;
     logs::Trace trace{false};
-    std::size_t max_pending = max_pending_default;
     net::Fd listener;
     net::Fd spare_fd;  // kept in reserve for EMFILE, see accept()
     // SIGINT and SIGTERM, as a descriptor select() can watch (see main).
@@ -66,17 +68,29 @@ struct Server {
     std::vector<std::unique_ptr<Client>> clients;
     int next_id = 1;
     bool stopping = false;
+    Clock::time_point shutdown_deadline;  // once stopping: cut whoever is still behind
 };
 
 void set_nonblocking(int fd) {
     ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
 }
 
+timeval to_timeval(Clock::duration d) {
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(d).count() + 1;
+    timeval tv{};  // +1 above: never wake up early
+    tv.tv_sec = static_cast<decltype(tv.tv_sec)>(us / 1'000'000);
+    tv.tv_usec = static_cast<decltype(tv.tv_usec)>(us % 1'000'000);
+    return tv;
+}
+
 void on_readable(Server& server, Client& client);
+void relay_frames(Server& server, Client& client);
 void on_frame(Server& server, Client& from, const std::string& payload);
-void broadcast(Server& server, const Client& from, std::string_view encoded);
-void send_frame(Server& server, Client& to, std::string_view encoded);
+void broadcast(Server& server, Client& from, std::string_view encoded);
+void send_frame(Server& server, Client& from, Client& to, std::string_view encoded);
+void pause_reading(Server& server, Client& sender, Client& receiver);
 void on_writable(Server& server, Client& client);
+void resume_senders(Server& server, Client& receiver);
 void close_client(Server& server, Client& client, std::string_view reason);
 
 // The listener is readable: connections are waiting. Take them all.
@@ -151,8 +165,17 @@ void on_readable(Server& server, Client& client) {
     }
     server.trace.read(client.id, static_cast<std::size_t>(n));
     client.decoder.feed({buffer, static_cast<std::size_t>(n)});
-    while (auto payload = client.decoder.next())
+    relay_frames(server, client);
+}
+
+// Every complete frame in the client's decoder -- until relaying one pauses
+// the client: the rest wait in the decoder for resume_senders.
+void relay_frames(Server& server, Client& client) {
+    while (client.fd && client.waiting_for.empty()) {
+        auto payload = client.decoder.next();
+        if (!payload) break;
         on_frame(server, client, *payload);
+    }
     if (client.decoder.failed()) close_client(server, client, client.decoder.error());
 }
 
@@ -160,29 +183,42 @@ void on_frame(Server& server, Client& from, const std::string& payload) {
     server.trace.frame(from.id, payload.size());
     const std::string encoded = frame::encode(payload);
     if (server.options.echo) {
-        send_frame(server, from, encoded);
+        send_frame(server, from, from, encoded);
     } else {
         broadcast(server, from, encoded);
     }
 }
 
-void broadcast(Server& server, const Client& from, std::string_view encoded) {
+void broadcast(Server& server, Client& from, std::string_view encoded) {
     for (auto& to : server.clients) {
-        if (to.get() != &from && to->fd) send_frame(server, *to, encoded);
+        if (to.get() != &from && to->fd) send_frame(server, from, *to, encoded);
     }
 }
 
 // Queue a frame for a client. Nothing is written here: the socket joins the
 // write set, and on_writable sends when the kernel has room.
-void send_frame(Server& server, Client& to, std::string_view encoded) {
-    if (to.closing) return;  // it is leaving: nothing new for it
-    if (to.output.size() + encoded.size() > server.max_pending) {
-        close_client(server, to,
-                     fmt::format("not reading: over {} bytes pending", server.max_pending));
+void send_frame(Server& server, Client& from, Client& to, std::string_view encoded) {
+    if (to.closing) return;                                  // it is leaving: nothing new for it
+    if (to.output.empty()) to.last_progress = Clock::now();  // the stall clock starts
+    to.output.append(encoded);
+    server.trace.queue(to.id, encoded.size(), to.output.size());
+    // ANCHOR: backpressure
+    // The frame is queued whatever the size of the queue: a reader that keeps
+    // reading never loses one. But past the mark we stop reading from the
+    // sender, so TCP slows it down and the queue cannot grow without bound.
+    if (to.output.size() > server.options.limits.max_pending) pause_reading(server, from, to);
+    // ANCHOR_END: backpressure
+}
+
+// The sender leaves the read set (see run) until `receiver` drains.
+void pause_reading(Server& server, Client& sender, Client& receiver) {
+    receiver.over_mark = true;
+    if (std::find(sender.waiting_for.begin(), sender.waiting_for.end(), receiver.id) !=
+        sender.waiting_for.end()) {
         return;
     }
-    to.output.append(encoded);
-    server.trace.queue(to.id, encoded.size());
+    sender.waiting_for.push_back(receiver.id);
+    server.trace.pause(sender.id, receiver.id, receiver.output.size());
 }
 
 // select() said the socket can take more bytes. send() takes what fits --
@@ -196,27 +232,68 @@ void on_writable(Server& server, Client& client) {
         return;
     }
     client.output.consume(static_cast<std::size_t>(n));
-    server.trace.write(client.id, static_cast<std::size_t>(n));
+    client.last_progress = Clock::now();
+    server.trace.write(client.id, static_cast<std::size_t>(n), client.output.size());
+    if (client.over_mark && client.output.size() <= server.options.limits.low_water()) {
+        resume_senders(server, client);
+    }
     if (client.output.empty() && client.closing) close_client(server, client, "end of stream");
 }
 
+// `receiver` drained below the low-water mark, or is gone: the senders that
+// waited for it (and for nobody else) are read again -- first the frames
+// already in their decoders.
+void resume_senders(Server& server, Client& receiver) {
+    receiver.over_mark = false;
+    for (auto& sender : server.clients) {
+        if (std::erase(sender->waiting_for, receiver.id) == 0) continue;
+        if (!sender->waiting_for.empty()) continue;  // still held back by another
+        server.trace.resume(sender->id);
+        relay_frames(server, *sender);
+    }
+}
+
+// A receiver with output waiting whose kernel buffer has taken no byte for
+// the stall timeout is not reading at all: cut it, so the senders it held
+// back go on. Returns how long select() may sleep before the next check.
+std::optional<Clock::duration> check_stalled(Server& server) {
+    const auto now = Clock::now();
+    const auto stall_timeout = server.options.limits.stall_timeout;
+    std::optional<Clock::duration> next;
+    for (auto& client : server.clients) {
+        if (!client->fd || client->output.empty()) continue;
+        const auto deadline = client->last_progress + stall_timeout;
+        if (now >= deadline) {
+            close_client(server, *client,
+                         fmt::format("stalled: took no byte for {} ms, {} bytes pending",
+                                     stall_timeout.count(), client->output.size()));
+        } else if (!next || deadline - now < *next) {
+            next = deadline - now;
+        }
+    }
+    return next;
+}
+
 // Closes the descriptor now (so it leaves the fd_sets) but keeps the Client
-// until the end of the loop pass: others may still hold a reference to it.
+// until the start of the next loop pass: others may still hold a reference to it.
 void close_client(Server& server, Client& client, std::string_view reason) {
     if (!client.fd) return;  // already closed in this pass
     server.trace.close(client.id, reason);
     log("client {} disconnected: {}", client.id, reason);
     client.fd.reset();
+    if (client.over_mark) resume_senders(server, client);  // nobody waits for a closed client
 }
 
 // SIGINT/SIGTERM: stop accepting and reading, flush what is already queued
-// for connected clients, then close them. run() exits once all are gone.
+// for connected clients (for at most the grace period), then close them.
+// run() exits once all are gone.
 void begin_shutdown(Server& server) {
     signalfd_siginfo info{};
     if (::read(server.signals.get(), &info, sizeof info) != sizeof info) return;
     if (server.stopping) return;
     log("{} received, shutting down", info.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
     server.stopping = true;
+    server.shutdown_deadline = Clock::now() + server.options.limits.shutdown_grace;
     server.listener.reset();
     for (auto& client : server.clients) {
         client->closing = true;
@@ -226,6 +303,10 @@ void begin_shutdown(Server& server) {
 
 void run(Server& server) {
     while (true) {
+        // First the deadlines (this may close clients): how long may we sleep?
+        std::optional<Clock::duration> wait = check_stalled(server);
+        // Forget the clients closed since the last pass.
+        std::erase_if(server.clients, [](const auto& client) { return !client->fd; });
         // Rebuilt on every pass: select() overwrites the sets with its answer.
         fd_set readable, writable;
         FD_ZERO(&readable);
@@ -238,7 +319,9 @@ void run(Server& server) {
         }
         for (const auto& client : server.clients) {
             const int fd = client->fd.get();
-            if (!client->closing) FD_SET(fd, &readable);
+            // A paused sender stays out: its bytes wait in the kernel, and TCP
+            // tells it to slow down once they fill its window.
+            if (!client->closing && client->waiting_for.empty()) FD_SET(fd, &readable);
             // Only while there is something to write: an idle socket is almost
             // always writable, and would wake select() up for nothing.
             if (!client->output.empty()) FD_SET(fd, &writable);
@@ -247,20 +330,23 @@ void run(Server& server) {
         if (server.stopping && server.clients.empty()) return;
 
         // ANCHOR: select-call
-        // No timeout: sleep until something is ready. (The talk's timeout=0
-        // turns this into a busy loop that burns a core doing nothing.) Only
-        // while shutting down do we bound the wait for slow clients.
-        timeval grace{shutdown_grace_seconds, 0};
-        int ready =
-            ::select(max_fd + 1, &readable, &writable, nullptr, server.stopping ? &grace : nullptr);
+        // Sleep until something is ready -- or until the next deadline: a
+        // receiver's stall timeout, the end of the shutdown grace. (The talk's
+        // timeout=0 turns this into a busy loop that burns a core doing nothing.)
+        if (server.stopping) {
+            const auto left = std::max(server.shutdown_deadline - Clock::now(), Clock::duration{});
+            if (!wait || left < *wait) wait = left;
+        }
+        timeval timeout = to_timeval(wait.value_or(Clock::duration{}));
+        int ready = ::select(max_fd + 1, &readable, &writable, nullptr, wait ? &timeout : nullptr);
         // ANCHOR_END: select-call
         if (ready < 0) {
             if (errno == EINTR) continue;  // interrupted (e.g. by a debugger): ask again
             throw std::runtime_error(fmt::format("select: {}", std::strerror(errno)));
         }
-        if (ready == 0) {  // shutting down and nobody took a byte for a while
+        if (server.stopping && Clock::now() >= server.shutdown_deadline) {
             for (auto& client : server.clients) {
-                close_client(server, *client, "server shutting down (output not flushed)");
+                close_client(server, *client, "server shutting down: output not flushed in time");
             }
             server.clients.clear();
             continue;
@@ -274,8 +360,6 @@ void run(Server& server) {
             if (client.fd && FD_ISSET(client.fd.get(), &readable)) on_readable(server, client);
             if (client.fd && FD_ISSET(client.fd.get(), &writable)) on_writable(server, client);
         }
-        // Forget the clients closed during this pass.
-        std::erase_if(server.clients, [](const auto& client) { return !client->fd; });
     }
 }
 
@@ -287,8 +371,6 @@ int main(int argc, char** argv) {
         {.name = "02_select/server", .summary = "one thread, non-blocking sockets and select()"},
         {argv, static_cast<std::size_t>(argc)});
     server.trace = logs::Trace(server.options.trace);
-    server.max_pending = std::max<std::size_t>(max_pending_default,
-                                               2 * (server.options.max_frame + frame::header_size));
 
     // A signal handler runs in the middle of whatever we were doing and may
     // call almost nothing. Instead we block SIGINT and SIGTERM and let the
@@ -317,8 +399,9 @@ int main(int argc, char** argv) {
     set_nonblocking(server.listener.get());
     server.spare_fd.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     net::announce_listening(server.listener.get());
-    log("mode: select, {}, at most {} bytes pending per client",
-        server.options.echo ? "echo" : "relay", server.max_pending);
+    log("mode: select, {}, senders paused past {} bytes pending, stall timeout {} ms",
+        server.options.echo ? "echo" : "relay", server.options.limits.max_pending,
+        server.options.limits.stall_timeout.count());
 
     run(server);
     log("bye");

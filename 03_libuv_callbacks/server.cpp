@@ -7,9 +7,13 @@
 //
 //   uv_listen  -> accept       a connection arrived
 //   uv_read    -> on_readable  bytes arrived (into a buffer from alloc_buffer)
-//   uv_write   -> on_writable  libuv finished writing one buffer for us
+//   uv_write   -> on_write_done  libuv has written one buffer for us (completion)
 //   uv_close   -> on_closed    libuv has let go of a handle: only now free it
 //   uv_signal  -> on_signal    SIGINT/SIGTERM, as just another event
+//   uv_timer   -> check_stalled  cut receivers that take nothing (see below)
+//
+// Backpressure is uv_read_stop on a sender whose frames took a receiver's
+// queue over --max-pending, and uv_read_start once that receiver has drained.
 //
 // The lesson of this stage is *lifetimes*: libuv keeps pointers to our handles
 // and buffers between the call that starts an operation and the callback that
@@ -17,6 +21,7 @@
 #include <uv.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -28,12 +33,9 @@
 #include "net.hpp"
 
 using logs::log;
+using Clock = std::chrono::steady_clock;
 
 namespace {
-
-// The most we queue for one client that is not reading (as in stage 02).
-constexpr std::size_t max_pending_default = 4 * 1024 * 1024;
-constexpr std::uint64_t shutdown_grace_ms = 5000;
 
 struct Server;
 
@@ -45,6 +47,12 @@ struct Client {
     frame::Decoder decoder;
     std::size_t queued = 0;  // bytes passed to uv_write whose callback has not run yet
     bool closing = false;    // no more reading; close once the writes are done
+    // Flow control, as in stage 02 (common/limits.hpp). As a sender: the
+    // receivers our frames took over the mark; while any is left, no uv_read.
+    std::vector<int> waiting_for;
+    // As a receiver: someone waits for us to drain; when a write last completed.
+    bool over_mark = false;
+    Clock::time_point last_progress;
 };
 
 // One uv_write in flight. The frame is shared by every receiver's request:
@@ -58,10 +66,10 @@ struct WriteRequest {
 struct Server {
     cli::ServerOptions options;
     logs::Trace trace{false};
-    std::size_t max_pending = max_pending_default;
     uv_loop_t loop;
     uv_tcp_t listener;
     uv_signal_t sigint, sigterm;
+    uv_timer_t stall_timer;  // runs check_stalled a few times per stall timeout
     uv_timer_t grace_timer;  // bounds the flush on shutdown
     std::vector<Client*> clients;
     int next_id = 1;
@@ -73,10 +81,14 @@ struct Server {
 };
 
 void on_readable(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
+void relay_frames(Server& server, Client& client);
 void on_frame(Server& server, Client& from, const std::string& payload);
-void broadcast(Server& server, const Client& from, const std::shared_ptr<const std::string>& frame);
-void send_frame(Server& server, Client& to, const std::shared_ptr<const std::string>& frame);
-void on_writable(uv_write_t* req, int status);
+void broadcast(Server& server, Client& from, const std::shared_ptr<const std::string>& frame);
+void send_frame(Server& server, Client& from, Client& to,
+                const std::shared_ptr<const std::string>& frame);
+void pause_reading(Server& server, Client& sender, Client& receiver);
+void on_write_done(uv_write_t* req, int status);
+void resume_senders(Server& server, Client& receiver);
 void close_client(Server& server, Client& client, std::string_view reason);
 void maybe_finish(Server& server);
 
@@ -85,6 +97,15 @@ std::string peer_of(const uv_tcp_t* handle) {
     int len = sizeof addr;
     if (uv_tcp_getpeername(handle, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return "?";
     return net::format_address(reinterpret_cast<const sockaddr*>(&addr));
+}
+
+void alloc_buffer(uv_handle_t* handle, std::size_t, uv_buf_t* buf) {
+    Server& s = *static_cast<Client*>(handle->data)->server;
+    *buf = uv_buf_init(s.read_buffer, sizeof s.read_buffer);
+}
+
+void start_reading(Client& client) {
+    uv_read_start(reinterpret_cast<uv_stream_t*>(&client.handle), alloc_buffer, on_readable);
 }
 
 // Called by libuv when the listener has a connection waiting.
@@ -117,12 +138,7 @@ void accept(uv_stream_t* listener, int status) {
     server.clients.push_back(client);
     log("client {} connected from {}", client->id, client->peer);
     server.trace.accept(client->id, client->peer);
-
-    auto alloc_buffer = [](uv_handle_t* handle, std::size_t, uv_buf_t* buf) {
-        Server& s = *static_cast<Client*>(handle->data)->server;
-        *buf = uv_buf_init(s.read_buffer, sizeof s.read_buffer);
-    };
-    uv_read_start(reinterpret_cast<uv_stream_t*>(&client->handle), alloc_buffer, on_readable);
+    start_reading(*client);
 }
 
 // Called by libuv after each read: nread bytes, or end of stream, or an error.
@@ -147,8 +163,17 @@ void on_readable(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
     }
     server.trace.read(client.id, static_cast<std::size_t>(nread));
     client.decoder.feed({buf->base, static_cast<std::size_t>(nread)});
-    while (auto payload = client.decoder.next())
+    relay_frames(server, client);
+}
+
+// Every complete frame in the client's decoder -- until relaying one pauses
+// the client: the rest wait in the decoder for resume_senders.
+void relay_frames(Server& server, Client& client) {
+    while (client.waiting_for.empty() && !client.closing) {
+        auto payload = client.decoder.next();
+        if (!payload) break;
         on_frame(server, client, *payload);
+    }
     if (client.decoder.failed()) close_client(server, client, client.decoder.error());
 }
 
@@ -156,52 +181,70 @@ void on_frame(Server& server, Client& from, const std::string& payload) {
     server.trace.frame(from.id, payload.size());
     auto frame = std::make_shared<const std::string>(frame::encode(payload));
     if (server.options.echo) {
-        send_frame(server, from, frame);
+        send_frame(server, from, from, frame);
     } else {
         broadcast(server, from, frame);
     }
 }
 
-void broadcast(Server& server, const Client& from,
-               const std::shared_ptr<const std::string>& frame) {
-    // Copy the list: send_frame may close (and so unlist) a slow client.
+void broadcast(Server& server, Client& from, const std::shared_ptr<const std::string>& frame) {
+    // Copy the list: send_frame may close (and so unlist) a client.
     const std::vector<Client*> receivers = server.clients;
     for (Client* to : receivers) {
-        if (to != &from) send_frame(server, *to, frame);
+        if (to != &from) send_frame(server, from, *to, frame);
     }
 }
 
 // Start writing a frame to a client. libuv writes what it can right away and
-// the rest when the socket is writable; on_writable runs when all is written.
-void send_frame(Server& server, Client& to, const std::shared_ptr<const std::string>& frame) {
+// the rest when the socket is writable; on_write_done runs when all is written.
+void send_frame(Server& server, Client& from, Client& to,
+                const std::shared_ptr<const std::string>& frame) {
     if (to.closing) return;
-    if (to.queued + frame->size() > server.max_pending) {
-        close_client(server, to,
-                     fmt::format("not reading: over {} bytes pending", server.max_pending));
-        return;
-    }
     // ANCHOR: uv-write
     auto* request = new WriteRequest{.req = {}, .client = &to, .frame = frame};
     request->req.data = request;
     // uv_write copies this small descriptor, not the bytes it points to: those
-    // must stay put until on_writable -- the shared_ptr in the request sees to it.
+    // must stay put until on_write_done -- the shared_ptr in the request sees to it.
     uv_buf_t buf =
         uv_buf_init(const_cast<char*>(frame->data()), static_cast<unsigned>(frame->size()));
     if (int rc = uv_write(&request->req, reinterpret_cast<uv_stream_t*>(&to.handle), &buf, 1,
-                          on_writable);
+                          on_write_done);
         rc != 0) {
         delete request;
         close_client(server, to, uv_strerror(rc));
         return;
     }
-    to.queued += frame->size();
     // ANCHOR_END: uv-write
-    server.trace.queue(to.id, frame->size());
+    if (to.queued == 0) to.last_progress = Clock::now();  // the stall clock starts
+    to.queued += frame->size();
+    server.trace.queue(to.id, frame->size(), to.queued);
+    // ANCHOR: backpressure
+    // The frame is queued whatever the size of the queue: a reader that keeps
+    // reading never loses one. But past the mark we stop reading from the
+    // sender, so TCP slows it down and the queue cannot grow without bound.
+    if (to.queued > server.options.limits.max_pending) pause_reading(server, from, to);
+    // ANCHOR_END: backpressure
+}
+
+// No more uv_read callbacks for the sender until `receiver` drains.
+void pause_reading(Server& server, Client& sender, Client& receiver) {
+    receiver.over_mark = true;
+    if (std::find(sender.waiting_for.begin(), sender.waiting_for.end(), receiver.id) !=
+        sender.waiting_for.end()) {
+        return;
+    }
+    if (sender.waiting_for.empty()) uv_read_stop(reinterpret_cast<uv_stream_t*>(&sender.handle));
+    sender.waiting_for.push_back(receiver.id);
+    server.trace.pause(sender.id, receiver.id, receiver.queued);
 }
 
 // A write finished (or failed, or was cancelled because the handle is closing).
 // The request and its reference to the frame end here.
-void on_writable(uv_write_t* req, int status) {
+//
+// This is the step from readiness to completion. Stage 02's on_writable ran
+// when the socket *could* take bytes, and we wrote them; here libuv has
+// already written them all, and tells us it is done.
+void on_write_done(uv_write_t* req, int status) {
     std::unique_ptr<WriteRequest> request(static_cast<WriteRequest*>(req->data));
     Client& client = *request->client;  // alive: its close callback comes after this one
     Server& server = *client.server;
@@ -211,9 +254,45 @@ void on_writable(uv_write_t* req, int status) {
         close_client(server, client, uv_strerror(status));
         return;
     }
-    server.trace.write(client.id, request->frame->size());
+    client.last_progress = Clock::now();
+    server.trace.write(client.id, request->frame->size(), client.queued);
+    if (client.over_mark && client.queued <= server.options.limits.low_water()) {
+        resume_senders(server, client);
+    }
     if (client.closing && client.queued == 0) {
         close_client(server, client, server.stopping ? "server shutting down" : "end of stream");
+    }
+}
+
+// `receiver` drained below the low-water mark, or is gone: the senders that
+// waited for it (and for nobody else) read again -- first the frames already
+// in their decoders.
+void resume_senders(Server& server, Client& receiver) {
+    receiver.over_mark = false;
+    const std::vector<Client*> senders = server.clients;  // relaying may close one
+    for (Client* sender : senders) {
+        if (std::erase(sender->waiting_for, receiver.id) == 0) continue;
+        if (!sender->waiting_for.empty()) continue;  // still held back by another
+        server.trace.resume(sender->id);
+        if (sender->closing) continue;
+        start_reading(*sender);
+        relay_frames(server, *sender);
+    }
+}
+
+// A receiver with writes waiting none of which completed for the stall
+// timeout is not reading at all: cut it, so the senders it held back go on.
+void check_stalled(uv_timer_t* timer) {
+    Server& server = *static_cast<Server*>(timer->data);
+    const auto now = Clock::now();
+    const auto stall_timeout = server.options.limits.stall_timeout;
+    const std::vector<Client*> clients = server.clients;
+    for (Client* client : clients) {
+        if (client->queued > 0 && now - client->last_progress >= stall_timeout) {
+            close_client(server, *client,
+                         fmt::format("stalled: took no byte for {} ms, {} bytes pending",
+                                     stall_timeout.count(), client->queued));
+        }
     }
 }
 
@@ -226,6 +305,7 @@ void close_client(Server& server, Client& client, std::string_view reason) {
     server.trace.close(client.id, reason);
     log("client {} disconnected: {}", client.id, reason);
     std::erase(server.clients, &client);
+    if (client.over_mark) resume_senders(server, client);  // nobody waits for a closed client
     uv_close(handle, [](uv_handle_t* h) {
         Client* closed = static_cast<Client*>(h->data);
         Server& s = *closed->server;
@@ -235,7 +315,7 @@ void close_client(Server& server, Client& client, std::string_view reason) {
 }
 
 // SIGINT/SIGTERM: stop accepting and reading, let queued writes finish (for
-// at most shutdown_grace_ms), close everything. uv_run then returns because
+// at most the grace period), close everything. uv_run then returns because
 // no handle is left open.
 void on_signal(uv_signal_t* signal, int signum) {
     Server& server = *static_cast<Server*>(signal->data);
@@ -257,17 +337,19 @@ void on_signal(uv_signal_t* signal, int signum) {
             Server& s = *static_cast<Server*>(timer->data);
             const std::vector<Client*> left = s.clients;
             for (Client* client : left)
-                close_client(s, *client, "server shutting down (output not flushed)");
+                close_client(s, *client, "server shutting down: output not flushed in time");
         },
-        shutdown_grace_ms, 0);
+        static_cast<std::uint64_t>(server.options.limits.shutdown_grace.count()), 0);
     maybe_finish(server);
 }
 
-// The grace timer is the last handle: close it once every client is gone.
+// The timers are the last handles: close them once every client is gone.
 void maybe_finish(Server& server) {
-    auto* timer = reinterpret_cast<uv_handle_t*>(&server.grace_timer);
-    if (server.stopping && server.clients.empty() && !uv_is_closing(timer))
-        uv_close(timer, nullptr);
+    if (!server.stopping || !server.clients.empty()) return;
+    for (uv_timer_t* timer : {&server.stall_timer, &server.grace_timer}) {
+        auto* handle = reinterpret_cast<uv_handle_t*>(timer);
+        if (!uv_is_closing(handle)) uv_close(handle, nullptr);
+    }
 }
 
 }  // namespace
@@ -278,8 +360,6 @@ int main(int argc, char** argv) {
         {.name = "03_libuv_callbacks/server", .summary = "the libuv event loop, with callbacks"},
         {argv, static_cast<std::size_t>(argc)});
     server->trace = logs::Trace(server->options.trace);
-    server->max_pending = std::max<std::size_t>(
-        max_pending_default, 2 * (server->options.max_frame + frame::header_size));
 
     uv_loop_init(&server->loop);
     uv_tcp_init(&server->loop, &server->listener);
@@ -313,13 +393,20 @@ int main(int argc, char** argv) {
     uv_signal_start(&server->sigterm, on_signal, SIGTERM);
     uv_timer_init(&server->loop, &server->grace_timer);
     server->grace_timer.data = server.get();
+    // Four checks per stall timeout: a stalled client is cut within 1.25 of it.
+    const auto check_every = std::max<std::uint64_t>(
+        1, static_cast<std::uint64_t>(server->options.limits.stall_timeout.count() / 4));
+    uv_timer_init(&server->loop, &server->stall_timer);
+    server->stall_timer.data = server.get();
+    uv_timer_start(&server->stall_timer, check_stalled, check_every, check_every);
 
     sockaddr_storage bound{};
     int len = sizeof bound;
     uv_tcp_getsockname(&server->listener, reinterpret_cast<sockaddr*>(&bound), &len);
     net::announce_listening(reinterpret_cast<const sockaddr*>(&bound));
-    log("mode: libuv, {}, at most {} bytes pending per client",
-        server->options.echo ? "echo" : "relay", server->max_pending);
+    log("mode: libuv, {}, senders paused past {} bytes pending, stall timeout {} ms",
+        server->options.echo ? "echo" : "relay", server->options.limits.max_pending,
+        server->options.limits.stall_timeout.count());
 
     uv_run(&server->loop, UV_RUN_DEFAULT);
 

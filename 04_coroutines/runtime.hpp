@@ -8,6 +8,7 @@
 //                        cleaned up from its cancellation
 //   gather(tasks)        asyncio.gather: all results; the first error cancels
 //                        the rest
+//   TaskGroup            asyncio.TaskGroup: create_task, wait for all, cancel all
 //   Event                asyncio.Event
 //
 // Two rules keep it safe:
@@ -28,6 +29,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <list>
 #include <memory>
 #include <optional>
 #include <string>
@@ -319,6 +321,56 @@ auto spawn(F&& callable) {
     detail::schedule(driver.handle, state.get());
     return JoinHandle<T>(std::move(state));
 }
+
+// Structured concurrency, as asyncio 3.11's TaskGroup: tasks that belong to
+// one owner, who waits for all of them before going on --
+//
+//   coro::TaskGroup connections;
+//   connections.create_task(handle(client));   // as many as you like
+//   co_await connections.wait();               // until every one has finished
+//
+// -- so no task outlives the code that started it. cancel() cancels every
+// task still running (wait() then returns once they have unwound). Unlike
+// asyncio's, one task's exception does not cancel the others (a server's
+// connections are independent): it is reported, like any exception nobody
+// retrieved. A TaskGroup is a handle: copies share the same tasks.
+class TaskGroup {
+  public:
+    TaskGroup() : s_(std::make_shared<State>()) {}
+
+    void create_task(Task<void> task) { add(spawn(std::move(task))); }
+    template <typename F>
+    requires std::is_invocable_v<F&>
+    void create_task(F&& callable) { add(spawn(std::forward<F>(callable))); }
+
+    std::size_t size() const { return s_->running.size(); }  // tasks not finished yet
+    void cancel() {
+        for (auto& task : s_->running)
+            task.cancel();
+    }
+    // Returns once no task is left (those created meanwhile included). Cancellable.
+    Task<void> wait() {
+        auto state = s_;  // a copy: the group may go while we wait
+        while (!state->running.empty())
+            co_await detail::park(state->waiters);
+    }
+
+  private:
+    struct State {
+        std::list<JoinHandle<void>> running;
+        std::vector<detail::Waiter> waiters;
+    };
+    void add(JoinHandle<void> task) {
+        auto it = s_->running.insert(s_->running.end(), std::move(task));
+        // Forget the task when it ends (the list node, not the task: its driver
+        // still holds its state), and wake wait() when the last one has.
+        it->on_done([state = s_, it] {
+            state->running.erase(it);
+            if (state->running.empty()) detail::wake_all(state->waiters);
+        });
+    }
+    std::shared_ptr<State> s_;
+};
 
 // Suspends the calling task for `delay`. Cancellable.
 class SleepAwaiter {

@@ -8,8 +8,11 @@
 //
 // co_await suspends this connection's coroutine and returns to the loop; libuv
 // resumes it when bytes arrive. The state that stage 03 kept in structs and
-// passed between callbacks is back in local variables. The runtime that makes
+// passed between callbacks is back in local variables; and flow control is
+// asyncio's: write(), then `co_await drain()`. The runtime that makes
 // this work (task.hpp, runtime.hpp, streams.hpp) is ours, built on libuv.
+#include <algorithm>
+#include <chrono>
 #include <csignal>
 #include <memory>
 #include <string>
@@ -18,65 +21,81 @@
 #include "cli.hpp"
 #include "frame.hpp"
 #include "log.hpp"
+#include "net.hpp"
 #include "runtime.hpp"
 #include "streams.hpp"
 
 using coro::Task;
 using logs::log;
+using Clock = std::chrono::steady_clock;
 
 namespace {
-
-// The most we queue for one client that is not reading (as in 02 and 03).
-constexpr std::size_t max_pending_default = 4 * 1024 * 1024;
-constexpr std::chrono::milliseconds shutdown_grace{5000};
 
 struct Client {
     int id = 0;
     std::string peer;
     coro::StreamWriter writer;
+    Clock::time_point last_progress;  // when a write to it last completed (the stall clock)
+    // However its coroutine ends -- even through an exception nobody foresaw
+    // -- the connection ends with the Client.
+    ~Client() { writer.abort(); }
 };
 
 struct Server {
     cli::ServerOptions options;
     logs::Trace trace{false};
-    std::size_t max_pending = max_pending_default;
-    std::vector<Client*> clients;  // each Client lives in its connection's coroutine
+    // Shared with each connection's coroutine: a Client lives as long as
+    // anyone holds it, so nothing here can point into a frame that is gone.
+    std::vector<std::shared_ptr<Client>> clients;
     int next_id = 1;
     bool stopping = false;
-    coro::Event all_gone;  // set when stopping and the last client has left
 };
 
-void on_frame(Server& server, Client& from, const std::string& payload);
-void broadcast(Server& server, const Client& from, const std::shared_ptr<const std::string>& frame);
-void send_frame(Server& server, Client& to, const std::shared_ptr<const std::string>& frame);
+using Receivers = std::vector<std::shared_ptr<Client>>;  // the ones a frame took over the mark
+
+Receivers on_frame(Server& server, Client& from, const std::string& payload);
+void broadcast(Server& server, Client& from, const std::shared_ptr<const std::string>& frame,
+               Receivers& full);
+void send_frame(Server& server, Client& to, const std::shared_ptr<const std::string>& frame,
+                Receivers& full);
+Task<void> pause_reading(Server& server, Client& sender, Client& receiver);
 void close_client(Server& server, Client& client, std::string_view reason);
 
-void accept(Server& server, Client& client) {
-    client.id = server.next_id++;
-    client.peer = client.writer.peer();
-    client.writer.on_written(
-        [&server, id = client.id](std::size_t n) { server.trace.write(id, n); });
-    server.clients.push_back(&client);
-    log("client {} connected from {}", client.id, client.peer);
-    server.trace.accept(client.id, client.peer);
+std::shared_ptr<Client> accept(Server& server, coro::StreamWriter writer) {
+    auto client = std::make_shared<Client>();
+    client->id = server.next_id++;
+    client->peer = writer.peer();
+    client->writer = std::move(writer);
+    // drain() waits above the high-water mark, until below the low one.
+    client->writer.set_write_buffer_limits(server.options.limits.max_pending,
+                                           server.options.limits.low_water());
+    client->writer.on_written([&server, weak = std::weak_ptr<Client>(client)](std::size_t n) {
+        if (auto c = weak.lock()) {
+            c->last_progress = Clock::now();
+            server.trace.write(c->id, n, c->writer.buffered());
+        }
+    });
+    server.clients.push_back(client);
+    log("client {} connected from {}", client->id, client->peer);
+    server.trace.accept(client->id, client->peer);
+    return client;
 }
 
 // One coroutine per connection, from accept to close.
 Task<void> handle_connection(Server& server, coro::StreamReader reader, coro::StreamWriter writer) {
-    Client client;
-    client.writer = writer;
     if (server.stopping) co_return;  // (its writer closes with the last reference)
-    accept(server, client);
+    std::shared_ptr<Client> client = accept(server, std::move(writer));
     std::string reason = "end of stream";
     try {
         coro::FrameReader frames(reader, server.options.max_frame);
-        frames.on_bytes = [&](std::size_t n) { server.trace.read(client.id, n); };
+        frames.on_bytes = [&](std::size_t n) { server.trace.read(client->id, n); };
         // ANCHOR: frame-loop
         while (auto payload = co_await frames.next()) {
-            on_frame(server, client, *payload);
-            // Echo: this client is the one receiving, so it is the one to slow
-            // down if it reads slowly -- wait for its queue to drain.
-            if (server.options.echo) co_await client.writer.drain();
+            // Backpressure, the asyncio way: write() to each receiver, then
+            // drain() the ones it took over the mark -- and read nothing from
+            // our own client meanwhile.
+            for (const auto& to : on_frame(server, *client, *payload))
+                co_await pause_reading(server, *client, *to);
         }
         // ANCHOR_END: frame-loop
     } catch (const coro::IncompleteReadError&) {
@@ -86,81 +105,140 @@ Task<void> handle_connection(Server& server, coro::StreamReader reader, coro::St
     } catch (const coro::ConnectionError& e) {
         reason = e.what();
     }
-    close_client(server, client, reason);
-    co_await client.writer.wait_closed();  // `client` must outlive its last write callback
+    close_client(server, *client, reason);
+    try {
+        co_await client->writer.wait_closed();  // what is queued goes out first
+    } catch (const coro::CancelledError&) {
+        // The server's grace period is over (see serve): ~Client drops the rest.
+        log("client {}: output not flushed in time, cutting it", client->id);
+        throw;
+    }
 }
 
-void on_frame(Server& server, Client& from, const std::string& payload) {
+// Relays (or echoes) one frame; returns the receivers it took over the mark.
+Receivers on_frame(Server& server, Client& from, const std::string& payload) {
     server.trace.frame(from.id, payload.size());
     auto frame = std::make_shared<const std::string>(frame::encode(payload));
+    Receivers full;
     if (server.options.echo) {
-        send_frame(server, from, frame);
+        send_frame(server, from, frame, full);
     } else {
-        broadcast(server, from, frame);
+        broadcast(server, from, frame, full);
+    }
+    return full;
+}
+
+void broadcast(Server& server, Client& from, const std::shared_ptr<const std::string>& frame,
+               Receivers& full) {
+    for (const auto& to : server.clients) {
+        if (to.get() != &from) send_frame(server, *to, frame, full);
     }
 }
 
-void broadcast(Server& server, const Client& from,
-               const std::shared_ptr<const std::string>& frame) {
-    const std::vector<Client*> receivers = server.clients;  // send_frame may unlist one
-    for (Client* to : receivers) {
-        if (to != &from) send_frame(server, *to, frame);
-    }
-}
-
-// Queue a frame without waiting: the sender must not wait for a slow
-// receiver. Instead the receiver's queue is bounded.
-void send_frame(Server& server, Client& to, const std::shared_ptr<const std::string>& frame) {
+// Queue a frame without waiting -- write() never blocks. Whether the sender
+// waits is decided after, in pause_reading.
+void send_frame(Server& server, Client& to, const std::shared_ptr<const std::string>& frame,
+                Receivers& full) {
     if (to.writer.is_closing()) return;
-    if (to.writer.buffered() + frame->size() > server.max_pending) {
-        close_client(server, to,
-                     fmt::format("not reading: over {} bytes pending", server.max_pending));
-        to.writer.abort();  // do not flush 4 MiB to a client that is not reading
-        return;
+    if (to.writer.buffered() == 0) to.last_progress = Clock::now();  // the stall clock starts
+    to.writer.write(frame);                                          // shared, not copied
+    server.trace.queue(to.id, frame->size(), to.writer.buffered());
+    // ANCHOR: backpressure
+    // The frame is queued whatever the size of the queue: a reader that keeps
+    // reading never loses one. But past the mark its sender waits for it to
+    // drain, so TCP slows that sender down and the queue cannot grow.
+    if (to.writer.buffered() > server.options.limits.max_pending) {
+        // (It may be `from` itself, in echo mode.)
+        auto it = std::find_if(server.clients.begin(), server.clients.end(),
+                               [&](const auto& c) { return c.get() == &to; });
+        if (it != server.clients.end()) full.push_back(*it);
     }
-    to.writer.write(frame);  // shared, not copied
-    server.trace.queue(to.id, frame->size());
+    // ANCHOR_END: backpressure
+}
+
+// The sender's coroutine waits here, reading nothing, until `receiver` is
+// below the low-water mark -- or is closed (drain() returns then too).
+Task<void> pause_reading(Server& server, Client& sender, Client& receiver) {
+    server.trace.pause(sender.id, receiver.id, receiver.writer.buffered());
+    try {
+        co_await receiver.writer.drain();
+    } catch (const coro::ConnectionError&) {
+        // The receiver's write failed: its own coroutine reports and closes it.
+    }
+    server.trace.resume(sender.id);
+}
+
+// A receiver with writes waiting none of which completed for the stall
+// timeout is not reading at all: cut it, so the senders it held back go on.
+// (Stage 03's timer callback; here a task that sleeps between checks.)
+Task<void> check_stalled(Server& server) {
+    const auto stall_timeout = server.options.limits.stall_timeout;
+    const auto every = std::max(stall_timeout / 4, std::chrono::milliseconds(1));
+    while (true) {
+        co_await coro::sleep(every);
+        const auto now = Clock::now();
+        for (const auto& client : Receivers(server.clients)) {
+            if (client->writer.buffered() > 0 && now - client->last_progress >= stall_timeout) {
+                close_client(server, *client,
+                             fmt::format("stalled: took no byte for {} ms, {} bytes pending",
+                                         stall_timeout.count(), client->writer.buffered()));
+                client->writer.abort();  // do not wait to flush to a client that is not reading
+            }
+        }
+    }
 }
 
 // Unlist the client and close its connection (after writing what is queued).
 // Its coroutine, if waiting for a frame, sees the end of the stream and ends.
 void close_client(Server& server, Client& client, std::string_view reason) {
-    if (std::erase(server.clients, &client) == 0) return;  // already closed
+    auto listed = std::find_if(server.clients.begin(), server.clients.end(),
+                               [&](const auto& c) { return c.get() == &client; });
+    if (listed == server.clients.end()) return;  // already closed
+    server.clients.erase(listed);
     server.trace.close(client.id, reason);
     log("client {} disconnected: {}", client.id, reason);
     client.writer.close();
-    if (server.stopping && server.clients.empty()) server.all_gone.set();
 }
 
 // Wait for SIGINT/SIGTERM, then stop accepting, let queued frames go out
 // (within the grace period), and close every client.
 Task<void> serve(Server& server) {
+    // Every connection's task joins this group, and serve() does not return
+    // before they have all finished: structured concurrency.
+    coro::TaskGroup connections;
     coro::Server listener = co_await coro::start_server(
         [&server](coro::StreamReader reader, coro::StreamWriter writer) {
             return handle_connection(server, std::move(reader), std::move(writer));
         },
-        server.options.host, server.options.port);
+        server.options.host, server.options.port, connections);
     // Catch the signals before we say we are ready: a SIGTERM that comes
     // right after "listening on" must stop us gracefully, not kill us.
     coro::SignalWatch stop_signals({SIGINT, SIGTERM});
-    fmt::print("listening on {}\n", listener.address());
-    std::fflush(stdout);
-    log("mode: coroutines, {}, at most {} bytes pending per client",
-        server.options.echo ? "echo" : "relay", server.max_pending);
+    net::announce_listening(listener.address());
+    log("mode: coroutines, {}, senders paused past {} bytes pending, stall timeout {} ms",
+        server.options.echo ? "echo" : "relay", server.options.limits.max_pending,
+        server.options.limits.stall_timeout.count());
+    coro::TaskGroup watchers;
+    watchers.create_task(check_stalled(server));
 
     const int signal = co_await stop_signals.wait();
     log("{} received, shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
     server.stopping = true;
     listener.close();
-    if (server.clients.empty()) server.all_gone.set();
-    for (Client* client : std::vector<Client*>(server.clients)) {
+    for (const auto& client : Receivers(server.clients))
         close_client(server, *client, "server shutting down");
-    }
+    bool in_time = true;
     try {
-        co_await coro::wait_for(server.all_gone.wait(), shutdown_grace);
+        co_await coro::wait_for(connections.wait(), server.options.limits.shutdown_grace);
     } catch (const coro::TimeoutError&) {
-        log("shutdown: gave up flushing to slow clients");
+        in_time = false;  // (no co_await inside a catch block)
     }
+    if (!in_time) {
+        connections.cancel();  // each one cuts its client (see handle_connection)
+        co_await connections.wait();
+    }
+    watchers.cancel();
+    co_await watchers.wait();
     co_await listener.wait_closed();
 }
 
@@ -172,11 +250,9 @@ int main(int argc, char** argv) {
         {.name = "04_coroutines/server", .summary = "C++20 coroutines on libuv (asyncio style)"},
         {argv, static_cast<std::size_t>(argc)});
     server.trace = logs::Trace(server.options.trace);
-    server.max_pending = std::max<std::size_t>(max_pending_default,
-                                               2 * (server.options.max_frame + frame::header_size));
     try {
-        // Like asyncio.run(): runs until serve() returns, then cancels what is
-        // left (connections still flushing) and closes every handle.
+        // Like asyncio.run(): runs until serve() returns -- and serve() has
+        // waited for every connection -- then closes every handle.
         coro::run(serve(server));
     } catch (const std::exception& e) {
         log("error: {}", e.what());

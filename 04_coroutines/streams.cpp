@@ -22,9 +22,9 @@ ConnectionError::ConnectionError(const std::string& what, int uv_code)
 
 namespace detail {
 
-constexpr std::size_t read_limit = 256 * 1024;  // stop reading while this much is unread
-constexpr std::size_t high_water = 64 * 1024;   // drain() waits above this...
-constexpr std::size_t low_water = 16 * 1024;    // ...until the queue is below this
+constexpr std::size_t read_limit = 256 * 1024;         // stop reading while this much is unread
+constexpr std::size_t default_high_water = 64 * 1024;  // drain() waits above this...
+constexpr std::size_t default_low_water = 16 * 1024;   // ...until the queue is below this
 
 // One connection (or stdin): the libuv handle and everything both halves
 // share. The handle is a detail::Handle on the heap; this struct only points
@@ -43,6 +43,7 @@ struct StreamState : std::enable_shared_from_this<StreamState> {
     std::vector<Waiter> read_waiters;
 
     std::size_t write_buffered = 0;
+    std::size_t high_water = default_high_water, low_water = default_low_water;
     int write_error = 0;
     std::vector<Waiter> drain_waiters;
 
@@ -312,8 +313,7 @@ void write_done(uv_write_t* req, int status) {
     st.write_buffered -= w->bytes->size();
     if (status < 0 && status != UV_ECANCELED && !st.write_error) st.write_error = status;
     if (status == 0 && st.on_written) st.on_written(w->bytes->size());
-    if (st.write_buffered <= detail::low_water || st.write_error)
-        detail::wake_all(st.drain_waiters);
+    if (st.write_buffered <= st.low_water || st.write_error) detail::wake_all(st.drain_waiters);
 }
 }  // namespace
 
@@ -339,8 +339,8 @@ void StreamWriter::write(std::shared_ptr<const std::string> bytes) {
 Task<void> StreamWriter::drain() {
     auto& st = *s_;
     st.check_write_error();
-    if (st.write_buffered <= detail::high_water) co_return;
-    while (st.write_buffered > detail::low_water && !st.write_error && st.handle) {
+    if (st.write_buffered <= st.high_water) co_return;
+    while (st.write_buffered > st.low_water && !st.write_error && st.handle) {
         co_await detail::park(st.drain_waiters);
     }
     st.check_write_error();
@@ -348,6 +348,11 @@ Task<void> StreamWriter::drain() {
 
 std::size_t StreamWriter::buffered() const {
     return s_->write_buffered;
+}
+
+void StreamWriter::set_write_buffer_limits(std::size_t high, std::size_t low) {
+    s_->high_water = high;
+    s_->low_water = std::min(low, high);
 }
 
 void StreamWriter::write_eof() {
@@ -443,6 +448,7 @@ Task<Connection> open_connection(std::string host, std::uint16_t port) {
 struct Server::State {
     detail::Handle* handle = nullptr;
     Handler handler;
+    TaskGroup connections;
     bool closed = false;
     std::vector<detail::Waiter> close_waiters;
 
@@ -467,18 +473,20 @@ void on_connection(uv_stream_t* listener, int status) {
         return;  // ~stream closes the handle
     }
     uv_tcp_nodelay(&stream->handle->uv.tcp, 1);
-    // One task per connection. The JoinHandle is dropped: the task runs on
-    // its own, and an exception it does not handle is reported.
-    (void)spawn([handler = state->handler, stream]() {
+    // One task per connection, in the server's group: its owner waits for
+    // them all. An exception a handler does not handle is reported.
+    state->connections.create_task([handler = state->handler, stream]() {
         return handler(StreamReader(stream), StreamWriter(stream));
     });
 }
 }  // namespace
 
-Task<Server> start_server(Server::Handler handler, std::string host, std::uint16_t port) {
+Task<Server> start_server(Server::Handler handler, std::string host, std::uint16_t port,
+                          TaskGroup connections) {
     const sockaddr_storage addr = net::resolve(host, port, true);
     auto state = std::make_shared<Server::State>();
     state->handler = std::move(handler);
+    state->connections = std::move(connections);
     state->handle = new detail::Handle;
     state->handle->owner = state.get();
     uv_tcp_init(detail::loop(), &state->handle->uv.tcp);

@@ -92,9 +92,12 @@ class StreamWriter {
     void write(std::string_view bytes);
     void write(std::shared_ptr<const std::string> bytes);
     // Waits until the queue is below the low-water mark, if it is above the
-    // high-water mark -- so a fast writer cannot queue without bound.
+    // high-water mark -- so a fast writer cannot queue without bound. Returns
+    // at once if the stream is closed (and throws if a write failed).
     Task<void> drain();
     std::size_t buffered() const;  // queued bytes not yet written
+    // asyncio's transport.set_write_buffer_limits (default 64 KiB and 16 KiB).
+    void set_write_buffer_limits(std::size_t high, std::size_t low);
 
     void write_eof();  // half-close: the peer reads end of stream
     void close();      // stop reading; write what is queued; then close
@@ -116,7 +119,9 @@ struct Connection {
 
 Task<Connection> open_connection(std::string host, std::uint16_t port);
 
-// A listening socket that spawns handler(reader, writer) for each connection.
+// A listening socket that starts handler(reader, writer) for each connection,
+// as a task of the TaskGroup given to start_server: whoever owns the group
+// can wait for (or cancel) every connection.
 class Server {
   public:
     using Handler = std::function<Task<void>(StreamReader, StreamWriter)>;
@@ -131,7 +136,8 @@ class Server {
     std::shared_ptr<State> s_;
 };
 
-Task<Server> start_server(Server::Handler handler, std::string host, std::uint16_t port);
+Task<Server> start_server(Server::Handler handler, std::string host, std::uint16_t port,
+                          TaskGroup connections = {});
 
 // Standard input as a stream, whatever it is: a terminal, a pipe, or a
 // regular file (read with uv_fs_read, since a file cannot be polled).

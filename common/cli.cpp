@@ -1,6 +1,7 @@
 #include "cli.hpp"
 
 #include <charconv>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
@@ -24,6 +25,10 @@ std::string server_usage(const Program& p) {
         "  --port N          port to listen on (default 1234; 0 picks a free port)\n"
         "  --max-frame BYTES largest frame accepted (default {2})\n"
         "  --echo            send frames back to their sender instead of relaying\n"
+        "  --max-pending BYTES  output held per client before its senders are paused\n"
+        "                    (default {4}; see common/limits.hpp)\n"
+        "  --stall-timeout SECONDS  disconnect a client that takes no byte for this long\n"
+        "                    while output waits for it (default {5})\n"
         "  --trace           log every event (accept, read, frame, queue, write, close)\n"
         "{3}"
         "  --help            show this help\n\n"
@@ -31,7 +36,8 @@ std::string server_usage(const Program& p) {
         "examples:\n"
         "  {0} --port 0 --trace\n"
         "  {0} --host ::1 --port 5555 --echo\n",
-        p.name, p.summary, frame::default_max_frame, modes);
+        p.name, p.summary, frame::default_max_frame, modes, limits::Limits{}.max_pending,
+        limits::Limits{}.stall_timeout.count() / 1000);
 }
 
 std::string client_usage(const Program& p) {
@@ -63,6 +69,17 @@ std::optional<Int> parse_int(std::string_view text, Int min, Int max) {
         return std::nullopt;
     }
     return static_cast<Int>(value);
+}
+
+// "5", "0.5": a positive number of seconds, to the millisecond.
+std::optional<std::chrono::milliseconds> parse_seconds(std::string_view text) {
+    double seconds = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), seconds);
+    if (ec != std::errc{} || end != text.data() + text.size() || !(seconds > 0) ||
+        seconds > 86400) {
+        return std::nullopt;
+    }
+    return std::chrono::milliseconds(static_cast<long long>(seconds * 1000));
 }
 
 // Walks argv, handing each option (and its value, if it takes one) to `handle`.
@@ -102,6 +119,16 @@ ServerOptions parse_server(const Program& program, std::span<char*> args) {
             auto max = parse_int<std::uint32_t>(v, 0, 0xFFFFFFFF);
             if (!max) bad_usage(usage, fmt::format("bad --max-frame '{}'", v));
             o.max_frame = *max;
+        } else if (opt == "--max-pending") {
+            auto v = value();
+            auto max = parse_int<long long>(v, 1, 1LL << 40);
+            if (!max) bad_usage(usage, fmt::format("bad --max-pending '{}'", v));
+            o.limits.max_pending = static_cast<std::size_t>(*max);
+        } else if (opt == "--stall-timeout") {
+            auto v = value();
+            auto seconds = parse_seconds(v);
+            if (!seconds) bad_usage(usage, fmt::format("bad --stall-timeout '{}'", v));
+            o.limits.stall_timeout = *seconds;
         } else if (opt == "--echo") {
             o.echo = true;
         } else if (opt == "--trace") {

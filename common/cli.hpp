@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "frame.hpp"
+#include "limits.hpp"
 
 namespace cli {
 
@@ -16,9 +17,10 @@ struct ServerOptions {
     std::string host = "127.0.0.1";  // loopback: --host 0.0.0.0 or :: exposes the server
     std::uint16_t port = 1234;       // 0 = let the kernel pick a free port
     std::uint32_t max_frame = frame::default_max_frame;
-    bool echo = false;   // frames go back to their sender only (benchmarks)
-    bool trace = false;  // log every event (see common/log.hpp)
-    std::string mode;    // only for stages that offer several, e.g. 01's iterative/threads
+    bool echo = false;      // frames go back to their sender only (benchmarks)
+    bool trace = false;     // log every event (see common/log.hpp)
+    std::string mode;       // only for stages that offer several, e.g. 01's iterative/threads
+    limits::Limits limits;  // --max-pending, --stall-timeout (see common/limits.hpp)
 };
 
 struct ClientOptions {

@@ -8,9 +8,15 @@
 //   [trace   12.345ms th0] accept  client=1 peer=127.0.0.1:50312
 //   [trace   12.400ms th1] read    client=1 bytes=9
 //   [trace   12.410ms th1] frame   client=1 len=5
-//   [trace   12.420ms th1] queue   client=2 bytes=9
-//   [trace   12.430ms th1] write   client=2 bytes=9
+//   [trace   12.420ms th1] queue   client=2 bytes=9 pending=9
+//   [trace   12.430ms th1] write   client=2 bytes=9 pending=0
+//   [trace   12.500ms th1] pause   client=1 for=2 pending=1048580
+//   [trace   12.900ms th1] resume  client=1
 //   [trace   13.000ms th1] close   client=1 reason=end of stream
+//
+// `pending` is what the server still holds for that client after the event;
+// `pause`/`resume` is backpressure: we stop reading from client 1 because
+// client 2 has too much pending, and start again once it has drained.
 //
 // The thread tag shows the concurrency model at work: 01 in threads mode spreads
 // events over many threads, 02-04 do everything on th0.
@@ -44,8 +50,18 @@ class Trace {
     void accept(int client, std::string_view peer) const { emit("accept", client, "peer", peer); }
     void read(int client, std::size_t bytes) const { emit("read", client, "bytes", bytes); }
     void frame(int client, std::size_t length) const { emit("frame", client, "len", length); }
-    void queue(int client, std::size_t bytes) const { emit("queue", client, "bytes", bytes); }
+    void queue(int client, std::size_t bytes, std::size_t pending) const {
+        emit("queue", client, "bytes", bytes, "pending", pending);
+    }
+    void write(int client, std::size_t bytes, std::size_t pending) const {
+        emit("write", client, "bytes", bytes, "pending", pending);
+    }
+    // The client written to (a client's own output, for its trace lines).
     void write(int client, std::size_t bytes) const { emit("write", client, "bytes", bytes); }
+    void pause(int client, int receiver, std::size_t pending) const {
+        emit("pause", client, "for", receiver, "pending", pending);
+    }
+    void resume(int client) const { emit("resume", client, "", ""); }
     void close(int client, std::string_view reason) const {
         emit("close", client, "reason", reason);
     }
@@ -54,8 +70,16 @@ class Trace {
     template <typename Value>
     void emit(std::string_view event, int client, std::string_view key, const Value& value) const {
         if (!enabled_) return;
-        fmt::print(stderr, "[trace {:10.3f}ms th{}] {:<7} client={} {}={}\n", elapsed_ms(),
-                   thread_number(), event, client, key, value);
+        const std::string field = key.empty() ? "" : fmt::format(" {}={}", key, value);
+        fmt::print(stderr, "[trace {:10.3f}ms th{}] {:<7} client={}{}\n", elapsed_ms(),
+                   thread_number(), event, client, field);
+    }
+    template <typename Value, typename Second>
+    void emit(std::string_view event, int client, std::string_view key, const Value& value,
+              std::string_view key2, const Second& value2) const {
+        if (!enabled_) return;
+        fmt::print(stderr, "[trace {:10.3f}ms th{}] {:<7} client={} {}={} {}={}\n", elapsed_ms(),
+                   thread_number(), event, client, key, value, key2, value2);
     }
     bool enabled_;
 };

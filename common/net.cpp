@@ -51,11 +51,14 @@ Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog) {
     return fd;
 }
 
-Fd connect_tcp(const std::string& host, std::uint16_t port) {
+Fd connect_tcp(const std::string& host, std::uint16_t port, int receive_buffer) {
     const sockaddr_storage addr = resolve(host, port, false);
     const std::string where = format_address(reinterpret_cast<const sockaddr*>(&addr));
     Fd fd{::socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)};
     if (!fd) throw std::runtime_error(fmt::format("socket: {}", std::strerror(errno)));
+    if (receive_buffer > 0) {
+        ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
+    }
     if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), length_of(addr)) < 0) {
         throw std::runtime_error(
             fmt::format("cannot connect to {}: {}", where, std::strerror(errno)));
@@ -95,14 +98,17 @@ std::string peer_address(int fd) {
     return format_address(reinterpret_cast<const sockaddr*>(&addr));
 }
 
-void announce_listening(const sockaddr* addr) {
-    fmt::print("listening on {}\n", format_address(addr));
+void announce_listening(std::string_view address) {
+    fmt::print("listening on {}\n", address);
     std::fflush(stdout);
 }
 
+void announce_listening(const sockaddr* addr) {
+    announce_listening(format_address(addr));
+}
+
 void announce_listening(int listen_fd) {
-    fmt::print("listening on {}\n", local_address(listen_fd));
-    std::fflush(stdout);
+    announce_listening(local_address(listen_fd));
 }
 
 bool send_all(int fd, std::string_view bytes) {

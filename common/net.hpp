@@ -50,7 +50,8 @@ sockaddr_storage resolve(const std::string& host, std::uint16_t port, bool passi
 Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog = SOMAXCONN);
 
 // A blocking connect(). Throws std::runtime_error saying why it failed.
-Fd connect_tcp(const std::string& host, std::uint16_t port);
+// receive_buffer > 0 sets SO_RCVBUF first (it must precede connect to count).
+Fd connect_tcp(const std::string& host, std::uint16_t port, int receive_buffer = 0);
 
 // Small frames should leave now, not wait to be merged with later ones
 // (Nagle's algorithm) -- which, with the peer's delayed ACKs, can hold an
@@ -67,6 +68,7 @@ std::string peer_address(int fd);
 // stdout is a pipe (fully buffered) when a test reads it.
 void announce_listening(int listen_fd);
 void announce_listening(const sockaddr* addr);
+void announce_listening(std::string_view address);  // "127.0.0.1:1234", "[::1]:1234"
 
 // Blocking write of every byte. send() may write fewer bytes than asked (the
 // kernel's send buffer was nearly full, or a signal arrived), so we loop.

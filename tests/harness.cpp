@@ -190,12 +190,26 @@ int Process::open_descriptors() const {
     return count;
 }
 
-int Process::threads() const {
-    std::ifstream status(fmt::format("/proc/{}/status", pid_));
+namespace {
+long status_field(pid_t pid, std::string_view field) {
+    std::ifstream status(fmt::format("/proc/{}/status", pid));
     for (std::string line; std::getline(status, line);) {
-        if (line.rfind("Threads:", 0) == 0) return std::stoi(line.substr(8));
+        if (line.rfind(field, 0) == 0) return std::stol(line.substr(field.size()));
     }
     return -1;
+}
+}  // namespace
+
+int Process::threads() const {
+    return static_cast<int>(status_field(pid_, "Threads:"));
+}
+
+long Process::rss_kib() const {
+    return status_field(pid_, "VmRSS:");
+}
+
+long Process::peak_rss_kib() const {
+    return status_field(pid_, "VmHWM:");
 }
 
 bool Process::wait_for_stderr(std::string_view text, Millis timeout) const {
@@ -230,7 +244,8 @@ Server::Server(const std::vector<std::string>& command, const std::vector<std::s
     port = static_cast<std::uint16_t>(std::stoi(m[4].str()));
 }
 
-Peer::Peer(const std::string& host, std::uint16_t port) : fd_(net::connect_tcp(host, port)) {}
+Peer::Peer(const std::string& host, std::uint16_t port, int receive_buffer)
+    : fd_(net::connect_tcp(host, port, receive_buffer)) {}
 
 void Peer::send_frame(std::string_view payload) {
     send_raw(frame::encode(payload));

@@ -57,6 +57,9 @@ class Process {
     // What /proc says about the process: open descriptors and threads.
     int open_descriptors() const;
     int threads() const;
+    // Resident memory now and at its peak (VmRSS, VmHWM), in KiB.
+    long rss_kib() const;
+    long peak_rss_kib() const;
     // Waits until stderr contains `text` (polling its file); false on timeout.
     bool wait_for_stderr(std::string_view text, Millis timeout = deadline) const;
 
@@ -81,7 +84,9 @@ struct Server {
 // A plain blocking test peer speaking the frame protocol.
 class Peer {
   public:
-    Peer(const std::string& host, std::uint16_t port);
+    // receive_buffer > 0: a small SO_RCVBUF, so the server's queue (not the
+    // kernel's) holds what this peer has not read yet.
+    Peer(const std::string& host, std::uint16_t port, int receive_buffer = 0);
 
     void send_frame(std::string_view payload);
     void send_raw(std::string_view bytes);

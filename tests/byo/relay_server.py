@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """A relay server in Python asyncio: the kind of server a workshop attendee
 brings to the conformance suite. It is the talk's server with its known
-defects fixed (exact reads, cleanup on any error, a bound on what is queued
-for a client that does not read, a graceful stop).
+defects fixed (exact reads, cleanup on any error, write() paired with
+drain() so a slow reader slows its senders down, a stalled reader cut after
+a timeout, a graceful stop that delivers what was queued).
 
     python3 tests/byo/relay_server.py --port 1234
     build/tests/conformance --server "python3 tests/byo/relay_server.py"
@@ -12,7 +13,6 @@ import asyncio
 import signal
 import sys
 
-MAX_PENDING = 4 * 1024 * 1024  # bytes queued for one client before we drop it
 GRACE_SECONDS = 5
 
 
@@ -26,26 +26,40 @@ def parse_args():
     parser.add_argument("--port", type=int, default=1234)
     parser.add_argument("--max-frame", type=int, default=1024 * 1024)
     parser.add_argument("--echo", action="store_true")
+    parser.add_argument("--max-pending", type=int, default=1024 * 1024,
+                        help="bytes queued for a receiver before its senders wait")
+    parser.add_argument("--stall-timeout", type=float, default=5.0,
+                        help="seconds a receiver may take no byte before it is cut")
     parser.add_argument("--trace", action="store_true")  # accepted, not implemented
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop (libuv) if installed")
     parser.add_argument("--unbounded", action="store_true",
-                        help="the talk's behaviour: queue without limit for slow readers (benchmark)")
+                        help="the talk's behaviour: write() without drain(), queue without limit")
     return parser.parse_args()  # exits with status 2 on bad arguments
 
 
 async def main(args):
     writers = set()
 
-    def send(writer, frame):
-        if not args.unbounded and writer.transport.get_write_buffer_size() + len(frame) > MAX_PENDING:
-            log("client not reading: disconnected")
-            writers.discard(writer)
-            writer.transport.abort()
-            return
-        writer.write(frame)
+    async def wait_for(receiver):
+        """Backpressure: the sender's task waits (reading nothing) until the
+        receiver drains -- and cuts it if it takes nothing for the timeout."""
+        while receiver.transport.get_write_buffer_size() > args.max_pending // 2:
+            before = receiver.transport.get_write_buffer_size()
+            try:
+                await asyncio.wait_for(receiver.drain(), args.stall_timeout)
+                return
+            except asyncio.TimeoutError:
+                if receiver.transport.get_write_buffer_size() >= before:
+                    log(f"stalled: took no byte for {args.stall_timeout} s, disconnected")
+                    writers.discard(receiver)
+                    receiver.transport.abort()
+                    return
+            except ConnectionError:
+                return  # its own task reports it
 
     async def handle_connection(reader, writer):
         writers.add(writer)
+        writer.transport.set_write_buffer_limits(high=args.max_pending, low=args.max_pending // 2)
         try:
             while True:
                 header = await reader.readexactly(4)  # never read(4): it may return less
@@ -54,13 +68,15 @@ async def main(args):
                     log(f"frame of {length} bytes exceeds the limit of {args.max_frame}")
                     break
                 frame = header + await reader.readexactly(length)
-                if args.echo:
-                    send(writer, frame)
-                    await writer.drain()
-                else:
-                    for other in list(writers):
-                        if other is not writer:
-                            send(other, frame)
+                receivers = [writer] if args.echo else [w for w in writers if w is not writer]
+                for receiver in receivers:
+                    if not receiver.transport.is_closing():
+                        receiver.write(frame)
+                if args.unbounded:
+                    continue
+                for receiver in receivers:
+                    if receiver.transport.get_write_buffer_size() > args.max_pending:
+                        await wait_for(receiver)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # gone, maybe mid-frame: nothing of a partial frame is sent on
         finally:
@@ -88,7 +104,9 @@ async def main(args):
             GRACE_SECONDS,
         )
     except asyncio.TimeoutError:
-        log("gave up flushing to slow clients")
+        log("output not flushed in time: cutting the slow clients")
+        for writer in closing:
+            writer.transport.abort()
 
 
 if __name__ == "__main__":

@@ -98,7 +98,6 @@ void accept(Server& server) {
             continue;
         }
         net::set_nodelay(fd.get());
-        // ANCHOR: send-timeout
         // Flow control comes free here: a receiver that reads slowly makes
         // send() block, and so holds back the *sender's* thread -- which then
         // stops reading, and TCP slows that client down. A receiver that does
@@ -109,7 +108,6 @@ void accept(Server& server) {
         timeout.tv_sec = static_cast<decltype(timeout.tv_sec)>(stall.count() / 1000);
         timeout.tv_usec = static_cast<decltype(timeout.tv_usec)>(stall.count() % 1000 * 1000);
         ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
-        // ANCHOR_END: send-timeout
 
         auto client = add_client(server, std::move(fd));
         if (!client) return;  // stopping: the Fd closed the connection

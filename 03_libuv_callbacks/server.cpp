@@ -218,12 +218,10 @@ void send_frame(Server& server, Client& from, Client& to,
     if (to.queued == 0) to.last_progress = Clock::now();  // the stall clock starts
     to.queued += frame->size();
     server.trace.queue(to.id, frame->size(), to.queued);
-    // ANCHOR: backpressure
     // The frame is queued whatever the size of the queue: a reader that keeps
     // reading never loses one. But past the mark we stop reading from the
     // sender, so TCP slows it down and the queue cannot grow without bound.
     if (to.queued > server.options.limits.max_pending) pause_reading(server, from, to);
-    // ANCHOR_END: backpressure
 }
 
 // No more uv_read callbacks for the sender until `receiver` drains.

@@ -143,7 +143,6 @@ void send_frame(Server& server, Client& to, const std::shared_ptr<const std::str
     if (to.writer.buffered() == 0) to.last_progress = Clock::now();  // the stall clock starts
     to.writer.write(frame);                                          // shared, not copied
     server.trace.queue(to.id, frame->size(), to.writer.buffered());
-    // ANCHOR: backpressure
     // The frame is queued whatever the size of the queue: a reader that keeps
     // reading never loses one. But past the mark its sender waits for it to
     // drain, so TCP slows that sender down and the queue cannot grow.
@@ -153,7 +152,6 @@ void send_frame(Server& server, Client& to, const std::shared_ptr<const std::str
                                [&](const auto& c) { return c.get() == &to; });
         if (it != server.clients.end()) full.push_back(*it);
     }
-    // ANCHOR_END: backpressure
 }
 
 // The sender's coroutine waits here, reading nothing, until `receiver` is

@@ -1,5 +1,6 @@
 #include "cli.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -16,6 +17,9 @@ std::string server_usage(const Program& p) {
     if (!p.modes.empty()) {
         modes = fmt::format("  --mode MODE       one of: {} (default {})\n",
                             fmt::join(p.modes, ", "), p.modes.front());
+    }
+    for (const Option& option : p.options) {
+        modes += fmt::format("  {} {}  {}\n", option.name, option.value, option.help);
     }
     return fmt::format(
         "{0} -- {1}\n\n"
@@ -140,6 +144,10 @@ ServerOptions parse_server(const Program& program, std::span<char*> args) {
                 known = known || m == v;
             if (!known) bad_usage(usage, fmt::format("unknown mode '{}'", v));
             o.mode = v;
+        } else if (auto own = std::find_if(program.options.begin(), program.options.end(),
+                                           [&](const Option& p) { return p.name == opt; });
+                   own != program.options.end()) {
+            o.extra[std::string(own->name)] = value();
         } else {
             return false;
         }

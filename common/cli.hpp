@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <span>
 #include <string>
 #include <string_view>
@@ -21,6 +22,9 @@ struct ServerOptions {
     bool trace = false;     // log every event (see common/log.hpp)
     std::string mode;       // only for stages that offer several, e.g. 01's iterative/threads
     limits::Limits limits;  // --max-pending, --stall-timeout (see common/limits.hpp)
+    // Values of the program's own options (Program::options), by name, e.g.
+    // extra["--idle-timeout"] == "30". Absent when not given.
+    std::map<std::string, std::string, std::less<>> extra;
 };
 
 struct ClientOptions {
@@ -29,11 +33,20 @@ struct ClientOptions {
     bool trace = false;
 };
 
+// An option only one program has (an exercise's, say): it takes a value, is
+// listed in that program's --help, and lands in ServerOptions::extra.
+struct Option {
+    std::string_view name;   // "--idle-timeout"
+    std::string_view value;  // "SECONDS", for the help text
+    std::string_view help;   // one line
+};
+
 // What a stage tells the parser about itself, for --help and --mode.
 struct Program {
     std::string_view name;                     // e.g. "01_blocking/server"
     std::string_view summary;                  // one line: what this program demonstrates
     std::vector<std::string_view> modes = {};  // first one is the default
+    std::vector<Option> options = {};          // its own options, if any
 };
 
 // Both print usage and exit(0) on --help, or print the problem plus usage on

@@ -12,7 +12,10 @@
 //                    thread count from /proc/PID/status.
 //   --mode slowreader  a sender and a reader exchange 100 MiB on a relay
 //                    server, with (--stalled 1) or without a third client that
-//                    never reads: the reader's MB/s and the server's peak RSS.
+//                    never reads: the reader's MB/s, its longest wait for a
+//                    frame (a server that slows senders down holds everyone
+//                    back until it cuts the stalled client), its MB/s after
+//                    that wait, and the server's peak RSS.
 //
 // Echo mode counts bytes rather than parsing frames, so it also drives the
 // raw (unframed) echo server that marks the machine's floor.
@@ -385,23 +388,37 @@ void run_slowreader(const Options& o) {
     const std::string encoded = frame::encode(block);
     const int frames = o.megabytes * 16, window = 16;
     const auto start = Clock::now();
+    auto last = start, gap_end = start;
+    Clock::duration longest_gap{};
+    int frames_after_gap = frames;
     for (int first = 0; first < frames; first += window) {
         for (int i = 0; i < window; ++i) {
             if (!net::send_all(sender.get(), encoded)) fail("sender: send failed");
         }
         for (int i = 0; i < window; ++i) {
-            if (!next_frame(10000)) fail(fmt::format("reader: no frame after {} MiB", first / 16));
+            if (!next_frame(20000)) fail(fmt::format("reader: no frame after {} MiB", first / 16));
+            const auto now = Clock::now();
+            if (now - last > longest_gap) {
+                longest_gap = now - last;
+                gap_end = now;
+                frames_after_gap = frames - (first + i);
+            }
+            last = now;
         }
     }
     const double elapsed = seconds_since(start);
+    const double after = std::chrono::duration<double>(Clock::now() - gap_end).count();
     long peak_kb = -1;
     std::ifstream status(fmt::format("/proc/{}/status", o.pid));
     for (std::string line; std::getline(status, line);) {
         if (line.rfind("VmHWM:", 0) == 0) peak_kb = std::stol(line.substr(6));
     }
-    fmt::print("{{\"ok\": true, \"mb_per_s\": {:.1f}, \"peak_rss_kb\": {}}}\n",
-               static_cast<double>(frames) * static_cast<double>(encoded.size()) / 1e6 / elapsed,
-               peak_kb);
+    const auto mb = [&](int n) { return static_cast<double>(n) * encoded.size() / 1e6; };
+    fmt::print(
+        "{{\"ok\": true, \"mb_per_s\": {:.1f}, \"longest_wait_s\": {:.3f}, "
+        "\"mb_per_s_after_wait\": {:.1f}, \"peak_rss_kb\": {}}}\n",
+        mb(frames) / elapsed, std::chrono::duration<double>(longest_gap).count(),
+        after > 0 ? mb(frames_after_gap) / after : 0.0, peak_kb);
 }
 
 }  // namespace

@@ -30,6 +30,7 @@
 #include "frame.hpp"
 #include "log.hpp"
 #include "net.hpp"
+#include "work.hpp"
 
 using logs::log;
 
@@ -80,7 +81,7 @@ std::shared_ptr<Client> add_client(Server& server, net::Fd fd) {
 void accept(Server& server) {
     const bool threaded = server.options.mode == "threads";
     while (true) {
-        net::Fd fd{::accept4(server.listener.get(), nullptr, nullptr, SOCK_CLOEXEC)};
+        net::Fd fd = net::accept_connection(server.listener.get(), false);
         if (!fd) {
             if (errno == EINTR || errno == ECONNABORTED) continue;
             {
@@ -187,6 +188,12 @@ bool on_readable(Server& server, Client& client, frame::Decoder& decoder, std::s
 
 void on_frame(Server& server, Client& from, const std::string& payload) {
     server.trace.frame(from.id, payload.size());
+    // --work: a CPU-bound handler. It runs on the sender's own thread, so
+    // frames from different clients are crunched in parallel, one per core.
+    if (server.options.work.count() > 0) {
+        work::crunch(payload, server.options.work);
+        server.trace.work(from.id, server.options.work.count());
+    }
     const std::string encoded = frame::encode(payload);  // encode once, send to many
     if (server.options.echo) {
         send_frame(server, from, encoded);

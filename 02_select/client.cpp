@@ -101,7 +101,7 @@ bool on_readable(Client& client, int& exit_code) {
 
 bool on_writable(Client& client) {
     std::string_view pending = client.output.pending();
-    ssize_t n = ::send(client.sock, pending.data(), pending.size(), MSG_NOSIGNAL);
+    ssize_t n = net::send_some(client.sock, pending);
     if (n < 0) {
         if (errno == EAGAIN || errno == EINTR) return true;
         log("error: cannot send: {}", std::strerror(errno));

@@ -17,7 +17,6 @@
 // write may do only part of the job.
 #include <fcntl.h>
 #include <sys/select.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -36,6 +35,7 @@
 #include "frame.hpp"
 #include "log.hpp"
 #include "net.hpp"
+#include "work.hpp"
 
 using logs::log;
 using Clock = std::chrono::steady_clock;
@@ -63,7 +63,8 @@ struct Server {
     logs::Trace trace{false};
     net::Fd listener;
     net::Fd spare_fd;  // kept in reserve for EMFILE, see accept()
-    // SIGINT and SIGTERM, as a descriptor select() can watch (see main).
+    // SIGINT and SIGTERM, as a descriptor select() can watch: the read end of
+    // the self-pipe (see main).
     net::Fd signals;
     std::vector<std::unique_ptr<Client>> clients;
     int next_id = 1;
@@ -71,16 +72,23 @@ struct Server {
     Clock::time_point shutdown_deadline;  // once stopping: cut whoever is still behind
 };
 
-void set_nonblocking(int fd) {
-    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-}
-
 timeval to_timeval(Clock::duration d) {
     const auto us = std::chrono::duration_cast<std::chrono::microseconds>(d).count() + 1;
     timeval tv{};  // +1 above: never wake up early
     tv.tv_sec = static_cast<decltype(tv.tv_sec)>(us / 1'000'000);
     tv.tv_usec = static_cast<decltype(tv.tv_usec)>(us % 1'000'000);
     return tv;
+}
+
+// The write end of the self-pipe, for the signal handler (which can reach
+// nothing but globals).
+int signal_pipe = -1;
+
+void on_signal(int signal) {
+    const int saved = errno;  // the code we interrupted may be about to read it
+    const auto byte = static_cast<unsigned char>(signal);
+    [[maybe_unused]] auto n = ::write(signal_pipe, &byte, 1);
+    errno = saved;
 }
 
 void on_readable(Server& server, Client& client);
@@ -96,8 +104,7 @@ void close_client(Server& server, Client& client, std::string_view reason);
 // The listener is readable: connections are waiting. Take them all.
 void accept(Server& server) {
     while (true) {
-        net::Fd fd{
-            ::accept4(server.listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC)};
+        net::Fd fd = net::accept_connection(server.listener.get(), true);
         if (!fd) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) return;  // no more waiting
             if (errno == EINTR || errno == ECONNABORTED) continue;
@@ -181,6 +188,12 @@ void relay_frames(Server& server, Client& client) {
 
 void on_frame(Server& server, Client& from, const std::string& payload) {
     server.trace.frame(from.id, payload.size());
+    // --work: a CPU-bound handler. The one thread does it, so while it runs
+    // the loop stands still: nobody else is read, written or accepted.
+    if (server.options.work.count() > 0) {
+        work::crunch(payload, server.options.work);
+        server.trace.work(from.id, server.options.work.count());
+    }
     const std::string encoded = frame::encode(payload);
     if (server.options.echo) {
         send_frame(server, from, from, encoded);
@@ -225,7 +238,7 @@ void pause_reading(Server& server, Client& sender, Client& receiver) {
 // possibly only part -- and the rest stays queued for next time.
 void on_writable(Server& server, Client& client) {
     std::string_view pending = client.output.pending();
-    ssize_t n = ::send(client.fd.get(), pending.data(), pending.size(), MSG_NOSIGNAL);
+    ssize_t n = net::send_some(client.fd.get(), pending);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
         close_client(server, client, std::strerror(errno));
@@ -288,10 +301,10 @@ void close_client(Server& server, Client& client, std::string_view reason) {
 // for connected clients (for at most the grace period), then close them.
 // run() exits once all are gone.
 void begin_shutdown(Server& server) {
-    signalfd_siginfo info{};
-    if (::read(server.signals.get(), &info, sizeof info) != sizeof info) return;
+    unsigned char signal = 0;
+    if (::read(server.signals.get(), &signal, 1) != 1) return;
     if (server.stopping) return;
-    log("{} received, shutting down", info.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
+    log("{} received, shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
     server.stopping = true;
     server.shutdown_deadline = Clock::now() + server.options.limits.shutdown_grace;
     server.listener.reset();
@@ -373,20 +386,25 @@ int main(int argc, char** argv) {
     server.trace = logs::Trace(server.options.trace);
 
     // A signal handler runs in the middle of whatever we were doing and may
-    // call almost nothing. Instead we block SIGINT and SIGTERM and let the
-    // kernel queue them on a descriptor: select() then reports a signal like
-    // any other input. (Portable code uses the "self-pipe trick" for this: a
-    // handler that writes one byte to a pipe the loop watches.)
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGTERM);
-    ::sigprocmask(SIG_BLOCK, &mask, nullptr);
-    server.signals.reset(::signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC));
-    if (!server.signals) {
-        log("error: signalfd: {}", std::strerror(errno));
+    // call almost nothing. So ours only writes the signal's number, one byte,
+    // to a pipe whose other end select() watches: a signal becomes input like
+    // any other (the "self-pipe trick", portable POSIX).
+    int pipe_ends[2];
+    if (::pipe(pipe_ends) != 0) {
+        log("error: pipe: {}", std::strerror(errno));
         return 1;
     }
+    server.signals.reset(pipe_ends[0]);
+    signal_pipe = pipe_ends[1];  // lives as long as the process
+    for (int fd : pipe_ends) {
+        net::set_nonblocking(fd);  // a full pipe must not block the handler
+        net::set_cloexec(fd);
+    }
+    struct sigaction action {};
+    action.sa_handler = on_signal;
+    sigemptyset(&action.sa_mask);
+    for (int signal : {SIGINT, SIGTERM})
+        ::sigaction(signal, &action, nullptr);
 
     try {
         server.listener = net::listen_tcp(server.options.host, server.options.port);
@@ -396,7 +414,7 @@ int main(int argc, char** argv) {
     }
     // Non-blocking: select() may report a connection that is gone (reset)
     // before we accept it, and a blocking accept() would then wait for the next.
-    set_nonblocking(server.listener.get());
+    net::set_nonblocking(server.listener.get());
     server.spare_fd.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     net::announce_listening(server.listener.get());
     log("mode: select, {}, senders paused past {} bytes pending, stall timeout {} ms",

@@ -30,6 +30,7 @@ struct Client {
     uv_connect_t connect_req;
     uv_shutdown_t shutdown_req;
     logs::Trace trace{false};
+    std::string server_address;  // "127.0.0.1:1234", for messages
     frame::Decoder decoder;
 
     // stdin: a stream (tty or pipe), or a file read with uv_fs_read.
@@ -217,7 +218,7 @@ void on_readable(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
 void on_connect(uv_connect_t* req, int status) {
     Client& client = *static_cast<Client*>(req->data);
     if (status < 0) {
-        log("error: cannot connect: {}", uv_strerror(status));
+        log("error: cannot connect to {}: {}", client.server_address, uv_strerror(status));
         finish(client, 1);
         return;
     }
@@ -261,6 +262,7 @@ int main(int argc, char** argv) {
         log("error: {}", e.what());
         return 1;
     }
+    client->server_address = net::format_address(reinterpret_cast<const sockaddr*>(&addr));
     uv_tcp_init(&client->loop, &client->sock);
     client->sock.data = client.get();
     client->connect_req.data = client.get();

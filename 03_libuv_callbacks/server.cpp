@@ -31,6 +31,7 @@
 #include "frame.hpp"
 #include "log.hpp"
 #include "net.hpp"
+#include "work.hpp"
 
 using logs::log;
 using Clock = std::chrono::steady_clock;
@@ -53,6 +54,19 @@ struct Client {
     // As a receiver: someone waits for us to drain; when a write last completed.
     bool over_mark = false;
     Clock::time_point last_progress;
+    // --work --offload: a frame of ours is on the thread pool. Until it is
+    // back we read no more from this client: its frames stay in order.
+    bool working = false;
+    bool free_after_work = false;  // closed meanwhile: on_work_done frees it
+};
+
+// One frame's --work on libuv's thread pool (uv_queue_work), from the call
+// to on_work_done.
+struct WorkRequest {
+    uv_work_t req;  // req.data points back to this WorkRequest
+    Client* client;
+    std::string payload;
+    std::chrono::microseconds work;
 };
 
 // One uv_write in flight. The frame is shared by every receiver's request:
@@ -74,6 +88,7 @@ struct Server {
     std::vector<Client*> clients;
     int next_id = 1;
     bool stopping = false;
+    bool offload = false;  // --offload: --work runs on libuv's thread pool
     // libuv asks alloc_buffer for memory right before each read and hands it
     // to on_readable right after. We decode it there and then, so one buffer
     // serves every client.
@@ -83,6 +98,9 @@ struct Server {
 void on_readable(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
 void relay_frames(Server& server, Client& client);
 void on_frame(Server& server, Client& from, const std::string& payload);
+void relay(Server& server, Client& from, const std::string& payload);
+void start_work(Server& server, Client& from, const std::string& payload);
+void on_work_done(uv_work_t* req, int status);
 void broadcast(Server& server, Client& from, const std::shared_ptr<const std::string>& frame);
 void send_frame(Server& server, Client& from, Client& to,
                 const std::shared_ptr<const std::string>& frame);
@@ -169,7 +187,7 @@ void on_readable(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
 // Every complete frame in the client's decoder -- until relaying one pauses
 // the client: the rest wait in the decoder for resume_senders.
 void relay_frames(Server& server, Client& client) {
-    while (client.waiting_for.empty() && !client.closing) {
+    while (client.waiting_for.empty() && !client.closing && !client.working) {
         auto payload = client.decoder.next();
         if (!payload) break;
         on_frame(server, client, *payload);
@@ -179,6 +197,57 @@ void relay_frames(Server& server, Client& client) {
 
 void on_frame(Server& server, Client& from, const std::string& payload) {
     server.trace.frame(from.id, payload.size());
+    // --work: a CPU-bound handler. Done here, on the loop's one thread, it
+    // stops the whole loop while it runs. With --offload it goes to libuv's
+    // thread pool instead, and on_work_done relays the frame.
+    if (server.options.work.count() > 0) {
+        if (server.offload) return start_work(server, from, payload);
+        work::crunch(payload, server.options.work);
+        server.trace.work(from.id, server.options.work.count());
+    }
+    relay(server, from, payload);
+}
+
+// uv_queue_work runs the first callback on a pool thread and the second
+// back on the loop. The pool has several threads, so two frames of one sender
+// could finish in either order: we send one at a time per sender, and stop
+// reading from it until the frame is back (relay_frames checks `working`).
+void start_work(Server& server, Client& from, const std::string& payload) {
+    auto* request = new WorkRequest{
+        .req = {}, .client = &from, .payload = payload, .work = server.options.work};
+    request->req.data = request;
+    from.working = true;
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(&from.handle));
+    uv_queue_work(
+        &server.loop, &request->req,
+        [](uv_work_t* req) {  // on a pool thread: touch nothing but the request
+            auto& r = *static_cast<WorkRequest*>(req->data);
+            work::crunch(r.payload, r.work);
+        },
+        on_work_done);
+}
+
+void on_work_done(uv_work_t* req, int) {
+    std::unique_ptr<WorkRequest> request(static_cast<WorkRequest*>(req->data));
+    Client& client = *request->client;
+    Server& server = *client.server;
+    client.working = false;
+    if (client.free_after_work) {  // closed while its frame was away
+        delete &client;
+        maybe_finish(server);
+        return;
+    }
+    server.trace.work(client.id, request->work.count());
+    if (uv_is_closing(reinterpret_cast<uv_handle_t*>(&client.handle))) return;
+    relay(server, client, request->payload);
+    if (client.waiting_for.empty() && !client.closing) {
+        start_reading(client);
+        relay_frames(server, client);  // the frames that came behind it
+    }
+}
+
+// Encode once, then to the others (or back, with --echo).
+void relay(Server& server, Client& from, const std::string& payload) {
     auto frame = std::make_shared<const std::string>(frame::encode(payload));
     if (server.options.echo) {
         send_frame(server, from, from, frame);
@@ -272,7 +341,7 @@ void resume_senders(Server& server, Client& receiver) {
         if (std::erase(sender->waiting_for, receiver.id) == 0) continue;
         if (!sender->waiting_for.empty()) continue;  // still held back by another
         server.trace.resume(sender->id);
-        if (sender->closing) continue;
+        if (sender->closing || sender->working) continue;  // on_work_done reads again
         start_reading(*sender);
         relay_frames(server, *sender);
     }
@@ -307,6 +376,10 @@ void close_client(Server& server, Client& client, std::string_view reason) {
     uv_close(handle, [](uv_handle_t* h) {
         Client* closed = static_cast<Client*>(h->data);
         Server& s = *closed->server;
+        if (closed->working) {
+            closed->free_after_work = true;  // its frame still points here
+            return;
+        }
         delete closed;
         maybe_finish(s);
     });
@@ -355,9 +428,14 @@ void maybe_finish(Server& server) {
 int main(int argc, char** argv) {
     auto server = std::make_unique<Server>();  // 64 KiB read buffer: not on the stack
     server->options = cli::parse_server(
-        {.name = "03_libuv_callbacks/server", .summary = "the libuv event loop, with callbacks"},
+        {.name = "03_libuv_callbacks/server",
+         .summary = "the libuv event loop, with callbacks",
+         .options = {{.name = "--offload",
+                      .value = "",
+                      .help = "  run --work on libuv's thread pool, not on the loop"}}},
         {argv, static_cast<std::size_t>(argc)});
     server->trace = logs::Trace(server->options.trace);
+    server->offload = server->options.extra.contains("--offload");
 
     uv_loop_init(&server->loop);
     uv_tcp_init(&server->loop, &server->listener);

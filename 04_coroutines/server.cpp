@@ -24,6 +24,7 @@
 #include "net.hpp"
 #include "runtime.hpp"
 #include "streams.hpp"
+#include "work.hpp"
 
 using coro::Task;
 using logs::log;
@@ -118,6 +119,12 @@ Task<void> handle_connection(Server& server, coro::StreamReader reader, coro::St
 // Relays (or echoes) one frame; returns the receivers it took over the mark.
 Receivers on_frame(Server& server, Client& from, const std::string& payload) {
     server.trace.frame(from.id, payload.size());
+    // --work: a CPU-bound handler, on the loop's one thread: while it runs,
+    // no other coroutine does.
+    if (server.options.work.count() > 0) {
+        work::crunch(payload, server.options.work);
+        server.trace.work(from.id, server.options.work.count());
+    }
     auto frame = std::make_shared<const std::string>(frame::encode(payload));
     Receivers full;
     if (server.options.echo) {

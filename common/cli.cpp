@@ -1,5 +1,7 @@
 #include "cli.hpp"
 
+#include "work.hpp"
+
 #include <algorithm>
 #include <charconv>
 #include <chrono>
@@ -19,7 +21,8 @@ std::string server_usage(const Program& p) {
                             fmt::join(p.modes, ", "), p.modes.front());
     }
     for (const Option& option : p.options) {
-        modes += fmt::format("  {} {}  {}\n", option.name, option.value, option.help);
+        modes += fmt::format("  {}{}{}  {}\n", option.name, option.value.empty() ? "" : " ",
+                             option.value, option.help);
     }
     return fmt::format(
         "{0} -- {1}\n\n"
@@ -33,13 +36,15 @@ std::string server_usage(const Program& p) {
         "                    (default {4}; see common/limits.hpp)\n"
         "  --stall-timeout SECONDS  disconnect a client that takes no byte for this long\n"
         "                    while output waits for it (default {5})\n"
+        "  --work MICROSECONDS  spend that much CPU on each frame before relaying it\n"
+        "                    (a CPU-bound handler; default 0)\n"
         "  --trace           log every event (accept, read, frame, queue, write, close)\n"
         "{3}"
         "  --help            show this help\n\n"
         "When ready it prints 'listening on HOST:PORT'. Ctrl-C stops it gracefully.\n\n"
-        "examples:\n"
-        "  {0} --port 0 --trace\n"
-        "  {0} --host ::1 --port 5555 --echo\n",
+        "examples (from the repository's root):\n"
+        "  build/{0} --port 0 --trace\n"
+        "  build/{0} --host ::1 --port 5555 --echo\n",
         p.name, p.summary, frame::default_max_frame, modes, limits::Limits{}.max_pending,
         limits::Limits{}.stall_timeout.count() / 1000);
 }
@@ -54,14 +59,18 @@ std::string client_usage(const Program& p) {
         "  --help        show this help\n\n"
         "Each line of standard input is sent as one frame; each frame received is\n"
         "printed as one line. At the end of input it exits once the server has it all.\n\n"
-        "examples:\n"
-        "  {0} --port 1234\n"
-        "  printf 'hello\\nworld\\n' | {0} --port 1234\n",
+        "examples (from the repository's root):\n"
+        "  build/{0} --port 1234\n"
+        "  printf 'hello\\nworld\\n' | build/{0} --port 1234\n",
         p.name, p.summary);
 }
 
+// The problem and one line pointing at --help: the whole usage text would
+// scroll the error itself out of sight.
 [[noreturn]] void bad_usage(const std::string& usage, std::string_view problem) {
-    fmt::print(stderr, "error: {}\n\n{}", problem, usage);
+    const std::string_view name = std::string_view(usage).substr(0, usage.find(' '));
+    fmt::print(stderr, "error: {}\nusage: {} [options]  ('{} --help' lists them)\n", problem, name,
+               name);
     std::exit(2);
 }
 
@@ -133,6 +142,12 @@ ServerOptions parse_server(const Program& program, std::span<char*> args) {
             auto seconds = parse_seconds(v);
             if (!seconds) bad_usage(usage, fmt::format("bad --stall-timeout '{}'", v));
             o.limits.stall_timeout = *seconds;
+        } else if (opt == "--work") {
+            auto v = value();
+            auto us = parse_int<long long>(v, 0, 10'000'000);
+            if (!us) bad_usage(usage, fmt::format("bad --work '{}'", v));
+            o.work = std::chrono::microseconds(*us);
+            work::calibrate();  // now, not on the first frame
         } else if (opt == "--echo") {
             o.echo = true;
         } else if (opt == "--trace") {
@@ -147,7 +162,7 @@ ServerOptions parse_server(const Program& program, std::span<char*> args) {
         } else if (auto own = std::find_if(program.options.begin(), program.options.end(),
                                            [&](const Option& p) { return p.name == opt; });
                    own != program.options.end()) {
-            o.extra[std::string(own->name)] = value();
+            o.extra[std::string(own->name)] = own->value.empty() ? "" : std::string(value());
         } else {
             return false;
         }

@@ -2,6 +2,7 @@
 // Tests and users rely on it, so it is parsed in exactly one place.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <span>
@@ -22,6 +23,7 @@ struct ServerOptions {
     bool trace = false;     // log every event (see common/log.hpp)
     std::string mode;       // only for stages that offer several, e.g. 01's iterative/threads
     limits::Limits limits;  // --max-pending, --stall-timeout (see common/limits.hpp)
+    std::chrono::microseconds work{0};  // --work: CPU spent on each frame (common/work.hpp)
     // Values of the program's own options (Program::options), by name, e.g.
     // extra["--idle-timeout"] == "30". Absent when not given.
     std::map<std::string, std::string, std::less<>> extra;
@@ -33,11 +35,12 @@ struct ClientOptions {
     bool trace = false;
 };
 
-// An option only one program has (an exercise's, say): it takes a value, is
-// listed in that program's --help, and lands in ServerOptions::extra.
+// An option only one program has (an exercise's, say): it is listed in that
+// program's --help and lands in ServerOptions::extra (a flag, with an empty
+// value, as "").
 struct Option {
     std::string_view name;   // "--idle-timeout"
-    std::string_view value;  // "SECONDS", for the help text
+    std::string_view value;  // "SECONDS", for the help text; empty for a flag
     std::string_view help;   // one line
 };
 

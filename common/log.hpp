@@ -12,6 +12,7 @@
 //   [trace   12.430ms th1] write   client=2 bytes=9 pending=0
 //   [trace   12.500ms th1] pause   client=1 for=2 pending=1048580
 //   [trace   12.900ms th1] resume  client=1
+//   [trace   12.950ms th1] work    client=1 us=200
 //   [trace   13.000ms th1] close   client=1 reason=end of stream
 //
 // `pending` is what the server still holds for that client after the event;
@@ -62,6 +63,8 @@ class Trace {
         emit("pause", client, "for", receiver, "pending", pending);
     }
     void resume(int client) const { emit("resume", client, "", ""); }
+    // --work: `us` microseconds of CPU spent on a frame from `client`, done now.
+    void work(int client, long long us) const { emit("work", client, "us", us); }
     void close(int client, std::string_view reason) const {
         emit("close", client, "reason", reason);
     }

@@ -1,9 +1,11 @@
 #include "net.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -30,14 +32,38 @@ sockaddr_storage resolve(const std::string& host, std::uint16_t port, bool passi
     return addr;
 }
 
+void set_cloexec(int fd) {
+    ::fcntl(fd, F_SETFD, ::fcntl(fd, F_GETFD) | FD_CLOEXEC);
+}
+
+void set_nonblocking(int fd) {
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+// socket() + close-on-exec, with fcntl rather than Linux's SOCK_CLOEXEC flag:
+// POSIX, so it builds on macOS too.
+static Fd tcp_socket(int family) {
+    Fd fd{::socket(family, SOCK_STREAM, 0)};
+    if (!fd) throw std::runtime_error(fmt::format("socket: {}", std::strerror(errno)));
+    set_cloexec(fd.get());
+    return fd;
+}
+
+Fd accept_connection(int listen_fd, bool nonblocking) {
+    Fd fd{::accept(listen_fd, nullptr, nullptr)};
+    if (!fd) return fd;  // errno says why
+    set_cloexec(fd.get());
+    if (nonblocking) set_nonblocking(fd.get());
+    return fd;
+}
+
 static socklen_t length_of(const sockaddr_storage& addr) {
     return addr.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
 }
 
 Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog) {
     const sockaddr_storage addr = resolve(host, port, true);
-    Fd fd{::socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)};
-    if (!fd) throw std::runtime_error(fmt::format("socket: {}", std::strerror(errno)));
+    Fd fd = tcp_socket(addr.ss_family);
     int one = 1;
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), length_of(addr)) < 0) {
@@ -54,8 +80,7 @@ Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog) {
 Fd connect_tcp(const std::string& host, std::uint16_t port, int receive_buffer) {
     const sockaddr_storage addr = resolve(host, port, false);
     const std::string where = format_address(reinterpret_cast<const sockaddr*>(&addr));
-    Fd fd{::socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)};
-    if (!fd) throw std::runtime_error(fmt::format("socket: {}", std::strerror(errno)));
+    Fd fd = tcp_socket(addr.ss_family);
     if (receive_buffer > 0) {
         ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
     }
@@ -111,9 +136,24 @@ void announce_listening(int listen_fd) {
     announce_listening(local_address(listen_fd));
 }
 
+// ---- platform-specific: the one place (see .ci/portable) ----
+// Writing to a peer that has gone raises SIGPIPE, which kills the process.
+// Linux (and the BSDs) take MSG_NOSIGNAL per call; macOS has no such flag, so
+// there we ignore SIGPIPE for the whole process, once, and get EPIPE instead.
+ssize_t send_some(int fd, std::string_view bytes) {
+#ifdef MSG_NOSIGNAL
+    return ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+#else
+    static const bool ignored = [] { return ::signal(SIGPIPE, SIG_IGN) != SIG_ERR; }();
+    (void)ignored;
+    return ::send(fd, bytes.data(), bytes.size(), 0);
+#endif
+}
+// ---- end of the platform-specific part ----
+
 bool send_all(int fd, std::string_view bytes) {
     while (!bytes.empty()) {
-        ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+        ssize_t n = send_some(fd, bytes);
         if (n < 0) {
             if (errno == EINTR) continue;  // interrupted before anything was sent
             return false;

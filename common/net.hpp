@@ -70,6 +70,19 @@ void announce_listening(int listen_fd);
 void announce_listening(const sockaddr* addr);
 void announce_listening(std::string_view address);  // "127.0.0.1:1234", "[::1]:1234"
 
+// Descriptor flags, with fcntl (POSIX).
+void set_cloexec(int fd);
+void set_nonblocking(int fd);
+
+// accept() plus close-on-exec (and O_NONBLOCK if asked): what Linux's
+// accept4() does in one call, in portable POSIX. An invalid Fd on failure,
+// with errno set.
+Fd accept_connection(int listen_fd, bool nonblocking);
+
+// One send() of as much of `bytes` as the kernel takes, never raising
+// SIGPIPE (a peer that has gone gives EPIPE). Returns what send() returns.
+ssize_t send_some(int fd, std::string_view bytes);
+
 // Blocking write of every byte. send() may write fewer bytes than asked (the
 // kernel's send buffer was nearly full, or a signal arrived), so we loop.
 // MSG_NOSIGNAL: writing to a peer that has gone must return EPIPE, not kill the

@@ -11,10 +11,13 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <csignal>
 #include <cstring>
 #include <functional>
+#include <iostream>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -25,6 +28,7 @@
 #include <sys/socket.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "harness.hpp"
 #include "stages.hpp"
@@ -51,12 +55,35 @@ bool new_client_served(const Server& server) {
     return false;
 }
 
+// "SlowsTheSenderForASlowReader/02_select" -> "slows the sender for a slow reader":
+// every test's name is a sentence about what a conforming server does.
+std::string test_sentence() {
+    const std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::string words;
+    for (char c : name.substr(0, name.find('/'))) {
+        if (std::isupper(static_cast<unsigned char>(c)) && !words.empty()) words += ' ';
+        words += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    return words;
+}
+
+// EXPECT_TRUE(Contains(text, "part")): on failure, says what was looked for
+// and shows the text, instead of comparing string positions.
+::testing::AssertionResult Contains(const std::string& text, std::string_view part) {
+    if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure() << "expected \"" << part << "\" in:\n" << text;
+}
+
 class Conformance : public ::testing::TestWithParam<ServerSpec> {
   protected:
     void TearDown() override {
-        // On failure, show what the server said: usually the fastest clue.
+        // On failure: what the test checks, how the server was started, and
+        // what it said -- usually the fastest clue.
         if (HasFailure() && server_) {
-            std::cerr << "---- server stderr ----\n" << server_->process.stderr_text() << "----\n";
+            std::cerr << "---- what this test checks ----\nthe server " << test_sentence()
+                      << "\n---- server command ----\n"
+                      << server_->command_line << "\n---- server stderr ----\n"
+                      << server_->process.stderr_text() << "----\n";
         }
     }
 
@@ -215,7 +242,7 @@ TEST_P(ConcurrentConformance, DisconnectsOnlyTheSenderOfAnOversizedFrame) {
     b.send_frame("still here");
     EXPECT_EQ(c.recv_frame(), "still here");
     if (GetParam().ours) {
-        EXPECT_NE(server_->process.stderr_text().find("exceeds the limit"), std::string::npos);
+        EXPECT_TRUE(Contains(server_->process.stderr_text(), "exceeds the limit"));
     }
 }
 
@@ -338,7 +365,8 @@ void expect_graceful_stop(Server& server, Peer& a, int signal) {
     EXPECT_EQ(a.recv_frame(), "ping");  // the server is serving us
     server.process.signal(signal);
     EXPECT_TRUE(a.closed_by_server());
-    EXPECT_EQ(server.process.wait(), 0) << "exit status after " << strsignal(signal);
+    EXPECT_EQ(describe_exit(server.process.wait()), "exit 0")
+        << "exit status after " << strsignal(signal);
 }
 
 TEST_P(Conformance, StopsGracefullyOnSigterm) {
@@ -361,7 +389,7 @@ TEST_P(Conformance, StopsGracefullyOnSigtermRightAfterStarting) {
     for (int i = 0; i < 5; ++i) {
         auto& server = start();
         server.process.signal(SIGTERM);
-        ASSERT_EQ(server.process.wait(), 0) << "exit status, try " << i;
+        ASSERT_EQ(describe_exit(server.process.wait()), "exit 0") << "exit status, try " << i;
     }
 }
 
@@ -377,23 +405,23 @@ TEST_P(ConcurrentConformance, StopsGracefullyWithSeveralClients) {
     EXPECT_TRUE(a.closed_by_server());
     EXPECT_TRUE(b.closed_by_server());
     EXPECT_TRUE(c.closed_by_server());
-    EXPECT_EQ(server.process.wait(), 0);
+    EXPECT_EQ(describe_exit(server.process.wait()), "exit 0");
 }
 
 TEST_P(Conformance, RejectsBadArgumentsWithExitCode2) {
     std::vector<std::string> argv = GetParam().command;
     argv.push_back("--no-such-option");
     Process p(argv);
-    EXPECT_EQ(p.wait(), 2);
-    EXPECT_NE(p.stderr_text().find("usage"), std::string::npos) << p.stderr_text();
+    EXPECT_EQ(describe_exit(p.wait()), "exit 2");
+    EXPECT_TRUE(Contains(p.stderr_text(), "usage")) << p.stderr_text();
 }
 
 TEST_P(Conformance, PrintsHelp) {
     std::vector<std::string> argv = GetParam().command;
     argv.push_back("--help");
     Process p(argv);
-    EXPECT_NE(p.read_rest().find("--port"), std::string::npos);
-    EXPECT_EQ(p.wait(), 0);
+    EXPECT_TRUE(Contains(p.read_rest(), "--port"));
+    EXPECT_EQ(describe_exit(p.wait()), "exit 0");
 }
 
 // ---------------------------------------------------------------------------
@@ -510,7 +538,7 @@ TEST_P(ConcurrentConformance, SlowsTheSenderForASlowReaderAndCutsAStalledOne) {
         ++got;
     EXPECT_LT(got, frames) << "the receiver that never read was never cut off";
     if (GetParam().ours) {
-        EXPECT_NE(server.process.stderr_text().find("stalled"), std::string::npos)
+        EXPECT_TRUE(Contains(server.process.stderr_text(), "stalled"))
             << "no log line says why the stalled receiver was cut";
     }
     if (memory_is_measurable(GetParam())) {
@@ -588,7 +616,7 @@ TEST_P(ConcurrentConformance, DeliversEverythingQueuedBeforeStoppingOnSigterm) {
     EXPECT_EQ(received, frames) << problem << " after " << received << " of " << frames
                                 << " frames: queued output was lost at shutdown";
     EXPECT_TRUE(receiver.closed_by_server());
-    EXPECT_EQ(server.process.wait(), 0);
+    EXPECT_EQ(describe_exit(server.process.wait()), "exit 0");
 }
 
 // A receiver that never reads must not keep the server alive past its
@@ -608,7 +636,7 @@ TEST_P(ConcurrentConformance, StopsWithinTheGracePeriodWhenAReceiverNeverReads) 
     ASSERT_EQ(witness.recv_frame(), numbered(0, 64 * 1024));
     server.process.signal(SIGTERM);
     const auto signalled = std::chrono::steady_clock::now();
-    EXPECT_EQ(server.process.wait(), 0);
+    EXPECT_EQ(describe_exit(server.process.wait(20s)), "exit 0");
     const auto took = std::chrono::steady_clock::now() - signalled;
     EXPECT_LT(took, 5s + 2s) << "the server waited "
                              << std::chrono::duration_cast<Millis>(took).count()
@@ -652,7 +680,7 @@ TEST_P(ConcurrentConformance, IsNotHeldUpByAClientThatNeverSends) {
     server.process.signal(SIGTERM);
     while (silent.recv_frame_or_close()) {
     }  // it gets the relayed frames, then the server's close (or a timeout: failure)
-    EXPECT_EQ(server.process.wait(), 0);
+    EXPECT_EQ(describe_exit(server.process.wait()), "exit 0");
 }
 
 TEST_P(ConcurrentConformance, DropsHalfAFrameFromAClientKilledWithSigkill) {
@@ -753,8 +781,79 @@ TEST_P(ConcurrentConformance, SurvivesRunningOutOfDescriptors) {
 
 auto spec_name = [](const auto& info) { return info.param.name; };
 INSTANTIATE_TEST_SUITE_P(Stages, Conformance, ::testing::ValuesIn(servers_under_test()), spec_name);
-INSTANTIATE_TEST_SUITE_P(Stages, ConcurrentConformance, ::testing::ValuesIn(servers_under_test()),
+// Only the servers that serve clients side by side: the iterative server
+// would skip every one of these (IterativeServer.* below shows why).
+std::vector<ServerSpec> concurrent_servers() {
+    std::vector<ServerSpec> servers;
+    for (const auto& spec : servers_under_test()) {
+        if (spec.concurrent) servers.push_back(spec);
+    }
+    return servers;
+}
+INSTANTIATE_TEST_SUITE_P(Stages, ConcurrentConformance, ::testing::ValuesIn(concurrent_servers()),
                          spec_name);
+
+// ---------------------------------------------------------------------------
+// A CPU-bound handler (--work MICROSECONDS, common/work.hpp), on the loop or
+// on a thread pool (--offload, 03): the order of each sender's frames must
+// hold whatever runs the work. The easy offload -- hand every frame to the
+// pool and relay it when it is done -- breaks exactly that.
+
+class WorkConformance : public Conformance {};
+
+std::vector<ServerSpec> servers_with_work() {
+    std::vector<ServerSpec> servers;
+    for (const auto& spec : servers_under_test()) {
+        if (!spec.ours || !spec.concurrent || spec.name.find("valgrind") != std::string::npos) {
+            continue;  // --work is ours, not part of the contract
+        }
+        ServerSpec with = spec;
+        with.name += "_work";
+        with.command.insert(with.command.end(), {"--work", "300"});
+        servers.push_back(with);
+        if (spec.name == "03_libuv_callbacks") {
+            with.name = spec.name + "_offload";
+            with.command.push_back("--offload");
+            servers.push_back(with);
+        }
+    }
+    return servers;
+}
+
+TEST_P(WorkConformance, RelaysEverySendersFramesInOrder) {
+    start();
+    auto& a = join();
+    auto& b = join();
+    auto& c = join();
+    auto& receiver = join();
+    constexpr int frames = 200;
+    for (int i = 0; i < frames; ++i) {
+        a.send_frame("a" + std::to_string(i));
+        b.send_frame("b" + std::to_string(i));
+        c.send_frame("c" + std::to_string(i));
+    }
+    std::map<char, int> next{{'a', 0}, {'b', 0}, {'c', 0}};
+    for (int i = 0; i < 3 * frames; ++i) {
+        const std::string f = receiver.recv_frame();
+        ASSERT_EQ(f, f.substr(0, 1) + std::to_string(next[f[0]]++)) << "out of order";
+    }
+    EXPECT_EQ(next['a'] + next['b'] + next['c'], 3 * frames);
+}
+
+TEST_P(WorkConformance, EchoesInOrderToTheSenderOnly) {
+    auto& server = start({"--echo"});
+    Peer one(server.host, server.port);
+    Peer other(server.host, server.port);
+    for (int i = 0; i < 200; ++i)
+        one.send_frame("echo " + std::to_string(i));
+    for (int i = 0; i < 200; ++i)
+        ASSERT_EQ(one.recv_frame(), "echo " + std::to_string(i));
+    EXPECT_TRUE(other.quiet_for(100ms)) << "an echo went to another client";
+}
+
+INSTANTIATE_TEST_SUITE_P(Stages, WorkConformance, ::testing::ValuesIn(servers_with_work()),
+                         spec_name);
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(WorkConformance);  // none for a server you bring
 
 // The iterative server's limitation, shown rather than skipped: a second
 // client is served only after the first one leaves.
@@ -800,7 +899,7 @@ TEST(SelectServer, RefusesClientsPastFdSetsizeAndKeepsServing) {
     }
     EXPECT_GT(served, 1000);
     EXPECT_GT(refused, 0) << "no client was refused: is the FD_SETSIZE check gone?";
-    EXPECT_NE(server.process.stderr_text().find("FD_SETSIZE"), std::string::npos);
+    EXPECT_TRUE(Contains(server.process.stderr_text(), "FD_SETSIZE"));
 
     peers.front()->send_frame("the first client is fine");
     EXPECT_EQ(peers.front()->recv_frame(), "the first client is fine");
@@ -809,6 +908,87 @@ TEST(SelectServer, RefusesClientsPastFdSetsizeAndKeepsServing) {
 }
 
 }  // namespace
+
+constexpr std::string_view help =
+    R"(conformance -- the protocol's test suite, run against every server this build
+makes, or against one you bring.
+
+usage:
+  build/tests/conformance                          every stage's server
+  build/tests/conformance --server "COMMAND" [--serial] [gtest flags]
+
+  --server "COMMAND"  test your server instead: COMMAND is split on spaces,
+                      e.g. --server "python3 my_server.py"
+  --serial            your server serves one client at a time (like 01's
+                      iterative mode): skip the tests that need several at once
+
+What the suite expects of a server (README.md, "Bring your own server"):
+  - options --host, --port N (0 = any free port), --max-frame BYTES, --echo,
+    --max-pending BYTES, --stall-timeout SECONDS; --help prints usage and
+    exits 0; an unknown option exits 2
+  - the first line on stdout is exactly "listening on HOST:PORT"
+  - SIGTERM and SIGINT stop it gracefully: queued frames delivered, exit 0
+  - frames relayed to every other client, in order; --echo sends them back
+The suite checks those points first, and stops there if one is broken. With
+--server every step times out after 5 s, so a broken server fails fast.
+
+Google Test's own flags follow (e.g. --gtest_filter='*Echo*').
+
+)";
+
+// The contract, checked before any test: each broken point gets one message
+// a learner can act on, and the run stops there instead of failing thirty
+// tests for one reason.
+bool check_contract(const std::vector<std::string>& command) {
+    const std::string shown = fmt::format("{}", fmt::join(command, " "));
+    std::vector<std::string> problems;
+    auto with = [&](std::vector<std::string> extra) {
+        std::vector<std::string> argv = command;
+        argv.insert(argv.end(), extra.begin(), extra.end());
+        return argv;
+    };
+    {
+        Process p(with({"--help"}));
+        const std::string out = p.read_rest(5s);
+        if (const auto how = describe_exit(p.wait(5s)); how != "exit 0" || out.empty()) {
+            problems.push_back(fmt::format(
+                "'{} --help' must print its usage on stdout and exit 0; it gave {} and {} bytes "
+                "of output",
+                shown, how, out.size()));
+        }
+    }
+    {
+        Process p(with({"--no-such-option"}));
+        if (const auto how = describe_exit(p.wait(5s)); how != "exit 2") {
+            problems.push_back(fmt::format(
+                "'{} --no-such-option' must exit with status 2 (a usage error); it gave {}", shown,
+                how));
+        }
+    }
+    try {
+        Server server(command, {"--max-frame", "1048576", "--max-pending", "1048576",
+                                "--stall-timeout", "5"});
+        server.process.signal(SIGTERM);
+        if (const auto how = describe_exit(server.process.wait(10s)); how != "exit 0") {
+            problems.push_back(fmt::format(
+                "SIGTERM must stop the server gracefully with exit 0 (catch it, stop "
+                "accepting, deliver what is queued, exit); it gave {}.\n  started as: {}",
+                how, server.command_line));
+        }
+    } catch (const std::exception& e) {
+        problems.push_back(fmt::format(
+            "started with --port 0 and the suite's options (--max-frame, --max-pending, "
+            "--stall-timeout), {}",
+            e.what()));
+    }
+    for (const auto& problem : problems)
+        std::cerr << "contract: " << problem << "\n";
+    if (!problems.empty()) {
+        std::cerr << "\nThe server does not meet the contract (README.md, 'Bring your own "
+                     "server'): fix the points above first; no test was run.\n";
+    }
+    return problems.empty();
+}
 
 int main(int argc, char** argv) {
     // Our own flags first, so the list of servers is final before gtest
@@ -828,6 +1008,14 @@ int main(int argc, char** argv) {
             for (auto& s : servers_under_test())
                 s.concurrent = false;
         } else {
+            if (arg == "--help" || arg == "-h") {
+                // Ours, then Google Test's (it prints those on --help).
+                std::cout << help << std::flush;
+                std::vector<char*> gtest_help{argv[0], argv[i], nullptr};
+                int count = 2;
+                ::testing::InitGoogleTest(&count, gtest_help.data());
+                return 0;
+            }
             rest.push_back(argv[i]);
         }
     }
@@ -836,9 +1024,17 @@ int main(int argc, char** argv) {
     ::testing::InitGoogleTest(&rest_count, rest.data());
     if (rest_count > 1) {
         std::cerr << "unknown argument " << rest[1]
-                  << "\nusage: conformance [gtest flags] [--server \"COMMAND\" [--serial]]\n";
+                  << "\nusage: conformance [gtest flags] [--server \"COMMAND\" [--serial]]  "
+                     "(--help for more)\n";
         return 2;
     }
-    if (yours && ::testing::GTEST_FLAG(filter) == "*") ::testing::GTEST_FLAG(filter) = "Stages/*";
+    if (yours) {
+        harness::deadline = 5s;  // a broken server you bring fails in seconds, not minutes
+        if (::testing::GTEST_FLAG(filter) == "*") ::testing::GTEST_FLAG(filter) = "Stages/*";
+        if (!::testing::GTEST_FLAG(list_tests) &&
+            !check_contract(servers_under_test().front().command)) {
+            return 1;
+        }
+    }
     return RUN_ALL_TESTS();
 }

@@ -7,6 +7,7 @@
 
 #include <sys/resource.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,16 +35,32 @@ TEST(Exercise01, MaxClientsRefusesTheOneTooMany) {
     auto server = start("01_blocking", stages::server_command("01_blocking_threads"),
                         {"--max-clients", "2", "--echo"});
     if (!server) return;
-    Peer a(server->host, server->port), b(server->host, server->port);
-    a.send_frame("a");
-    ASSERT_EQ(a.recv_frame(), "a");
+    auto a = std::make_unique<Peer>(server->host, server->port);
+    Peer b(server->host, server->port);
+    a->send_frame("a");
+    ASSERT_EQ(a->recv_frame(), "a");
     b.send_frame("b");
     ASSERT_EQ(b.recv_frame(), "b");
-    Peer c(server->host, server->port);
-    c.send_frame("c");
-    EXPECT_FALSE(c.recv_frame_or_close().has_value()) << "a third client was served";
-    a.send_frame("still a");
-    EXPECT_EQ(a.recv_frame(), "still a");
+    {
+        Peer c(server->host, server->port);
+        c.send_frame("c");
+        EXPECT_FALSE(c.recv_frame_or_close().has_value()) << "a third client was served";
+    }
+    EXPECT_TRUE(server->process.wait_for_stderr("refused"))
+        << "say in the log that a client was refused; the log:\n"
+        << server->process.stderr_text();
+    a->send_frame("still a");
+    EXPECT_EQ(a->recv_frame(), "still a") << "refusing one client disturbed the others";
+
+    // A client that leaves frees its slot. (Wait for the server to have seen
+    // it go -- its log line -- or the next one could still find it full.)
+    a = nullptr;  // a leaves: its socket closes
+    ASSERT_TRUE(server->process.wait_for_stderr("client 1 disconnected"));
+    Peer d(server->host, server->port);
+    d.send_frame("d");
+    EXPECT_EQ(d.recv_frame_or_close(), "d") << "a client left, but its slot stayed taken";
+    b.send_frame("still b");
+    EXPECT_EQ(b.recv_frame(), "still b");
 }
 
 // 02, exercise 1: replace select() with poll(), and the FD_SETSIZE limit goes.
@@ -62,14 +79,35 @@ TEST(Exercise02, PollServesPastFdSetsize) {
     }
 }
 
-// 03 and 04, exercise 1: --idle-timeout SECONDS disconnects a silent client.
+// 03 and 04, exercise 1: --idle-timeout SECONDS disconnects a silent client
+// -- and only a silent one: each frame a client sends starts its clock again.
 void idle_clients_are_disconnected(const std::string& stage) {
-    auto server = start(stage, stages::server_command(stage), {"--idle-timeout", "1"});
+    using namespace std::chrono_literals;
+    auto server = start(stage, stages::server_command(stage), {"--idle-timeout", "1", "--echo"});
     if (!server) return;
     Peer silent(server->host, server->port);
+    Peer active(server->host, server->port);
+    // A frame every 100 ms for 2.5 idle timeouts: a server that cuts every
+    // client after a second, talking or not, fails here. (The pauses are this
+    // client's pace, far below the timeout; nothing waits for the server.)
+    const auto start_time = std::chrono::steady_clock::now();
+    for (int i = 0; std::chrono::steady_clock::now() - start_time < 2500ms; ++i) {
+        const std::string ping = "ping " + std::to_string(i);
+        active.send_frame(ping);
+        const auto echo = active.recv_frame_or_close();
+        ASSERT_TRUE(echo.has_value())
+            << "a client that sends a frame every 100 ms was disconnected after "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now() - start_time)
+                   .count()
+            << " ms; the log:\n"
+            << server->process.stderr_text();
+        EXPECT_EQ(*echo, ping);
+        EXPECT_TRUE(active.quiet_for(100ms))
+            << "the server sent something unasked, or closed an active client";
+    }
     EXPECT_TRUE(silent.closed_by_server()) << "a silent client was never disconnected";
-    EXPECT_NE(server->process.stderr_text().find("idle"), std::string::npos)
-        << "say why in the log";
+    EXPECT_TRUE(server->process.wait_for_stderr("idle")) << "say why in the log";
 }
 
 TEST(Exercise03, IdleClientsAreDisconnected) {

@@ -22,6 +22,7 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 extern char** environ;
 
@@ -221,24 +222,52 @@ bool Process::wait_for_stderr(std::string_view text, Millis timeout) const {
     return true;
 }
 
+namespace {
+std::vector<std::string> server_argv(const std::vector<std::string>& command,
+                                     const std::vector<std::string>& extra) {
+    std::vector<std::string> argv = command;
+    argv.insert(argv.end(), {"--port", "0"});
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return argv;
+}
+}  // namespace
+
+std::string describe_exit(std::optional<int> status) {
+    if (!status) return "still running";
+    if (*status <= 128) return fmt::format("exit {}", *status);
+    const int signal = *status - 128;
+    const char* name = signal == SIGTERM   ? "SIGTERM"
+                       : signal == SIGINT  ? "SIGINT"
+                       : signal == SIGKILL ? "SIGKILL"
+                       : signal == SIGSEGV ? "SIGSEGV (a crash)"
+                       : signal == SIGABRT ? "SIGABRT (abort, e.g. an uncaught exception)"
+                                           : "a signal";
+    std::string text = fmt::format("killed by {} (status {})", name, *status);
+    if (signal == SIGTERM || signal == SIGINT) {
+        text += fmt::format(": it has no handler for {}", name);
+    }
+    return text;
+}
+
 Server::Server(const std::vector<std::string>& command, const std::vector<std::string>& extra)
-    : process([&] {
-          std::vector<std::string> argv = command;
-          argv.insert(argv.end(), {"--port", "0"});
-          argv.insert(argv.end(), extra.begin(), extra.end());
-          return argv;
-      }()) {
+    : command_line(fmt::format("{}", fmt::join(server_argv(command, extra), " "))),
+      process(server_argv(command, extra)) {
     auto line = process.read_line();
     if (!line) {
-        throw std::runtime_error("server printed no 'listening on' line; its stderr:\n" +
-                                 process.stderr_text());
+        throw std::runtime_error(fmt::format(
+            "the server printed no 'listening on' line within {} s ({}).\ncommand: {}\nits "
+            "stderr:\n{}",
+            std::chrono::duration_cast<std::chrono::seconds>(deadline).count(),
+            describe_exit(process.wait(0ms)), command_line, process.stderr_text()));
     }
     ready_line = *line;
     static const std::regex ready(R"(^listening on (\[([0-9a-fA-F:.]+)\]|([0-9.]+)):([0-9]+)$)");
     std::smatch m;
     if (!std::regex_match(ready_line, m, ready)) {
-        throw std::runtime_error("first stdout line is not 'listening on HOST:PORT': " +
-                                 ready_line);
+        throw std::runtime_error(fmt::format(
+            "the first line on stdout must be exactly 'listening on HOST:PORT', not '{}'\n"
+            "command: {}",
+            ready_line, command_line));
     }
     host = m[2].matched ? m[2].str() : m[3].str();
     port = static_cast<std::uint16_t>(std::stoi(m[4].str()));

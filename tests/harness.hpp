@@ -23,9 +23,15 @@ namespace harness {
 using namespace std::chrono_literals;
 using Millis = std::chrono::milliseconds;
 
-// Generous: sanitizer builds on a busy 2-core machine are slow. Passing tests
-// never wait this long; only a broken server does.
-inline constexpr Millis deadline = 20s;
+// How long one step (a frame, a line, an exit) may take. Generous for our
+// servers: sanitizer builds on a busy 2-core machine are slow. Passing tests
+// never wait this long; only a broken server does -- so for a server you
+// bring, conformance --server sets it shorter, and a broken one fails fast.
+inline Millis deadline = 20s;
+
+// A process's end in words: "exit 0", "exit 2", "killed by SIGTERM (status
+// 143): it has no handler for SIGTERM", "still running".
+std::string describe_exit(std::optional<int> status);
 
 // Splits "python3 my_server.py --flag" on spaces (no quoting).
 std::vector<std::string> split_command(std::string_view command);
@@ -75,6 +81,7 @@ class Process {
 // A server started with --port 0, ready to accept.
 struct Server {
     Server(const std::vector<std::string>& command, const std::vector<std::string>& extra_args);
+    std::string command_line;  // as started, for failure messages
     Process process;
     std::string host;  // as printed, without brackets: "127.0.0.1" or "::1"
     std::uint16_t port = 0;

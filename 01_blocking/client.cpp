@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
     const auto options = cli::parse_client(
         {.name = "01_blocking/client", .summary = "blocking chat client (two threads)"},
         {argv, static_cast<std::size_t>(argc)});
-    const logs::Trace trace(options.trace);
+    logs::Trace trace(options.trace);
 
     net::Fd sock;
     try {
@@ -68,6 +68,7 @@ int main(int argc, char** argv) {
         log("error: {}", e.what());
         return 1;
     }
+    trace.connected(net::local_address(sock.get()), net::peer_address(sock.get()));
 
     std::atomic<bool> input_done{false};
     std::thread receiver(receive_frames, sock.get(), std::cref(trace), std::cref(input_done));

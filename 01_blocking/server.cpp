@@ -65,6 +65,11 @@ void broadcast(Server& server, const Client& from, std::string_view encoded);
 void send_frame(Server& server, Client& to, std::string_view encoded);
 void close_client(Server& server, const std::shared_ptr<Client>& client, std::string_view reason);
 
+bool stopping(Server& server) {
+    std::lock_guard lock(server.mutex);
+    return server.stopping;
+}
+
 // Registers a new client, unless we are shutting down.
 std::shared_ptr<Client> add_client(Server& server, net::Fd fd) {
     auto client = std::make_shared<Client>();
@@ -156,9 +161,11 @@ void serve_client(Server& server, const std::shared_ptr<Client>& client) {
             reason = std::strerror(errno);
             break;
         }
-        if (n == 0) {  // the peer closed (or half-closed) its side
+        if (n == 0) {  // the peer closed (or half-closed) its side -- or we are stopping
             if (decoder.mid_frame()) {
                 reason = "end of stream in the middle of a frame (dropped)";
+            } else if (stopping(server)) {
+                reason = "server shutting down";
             }
             break;
         }

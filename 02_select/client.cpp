@@ -7,7 +7,6 @@
 //          stdin readable   -> split lines, queue one frame per line
 //          socket readable  -> decode frames, print one line per frame
 //          socket writable  -> send what is queued (maybe only part of it)
-#include <fcntl.h>
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -126,11 +125,12 @@ int main(int argc, char** argv) {
         log("error: {}", e.what());
         return 1;
     }
-    ::fcntl(sock.get(), F_SETFL, ::fcntl(sock.get(), F_GETFL) | O_NONBLOCK);
+    net::set_nonblocking(sock.get());
 
     Client client;
     client.sock = sock.get();
     client.trace = logs::Trace(options.trace);
+    client.trace.connected(net::local_address(sock.get()), net::peer_address(sock.get()));
     int exit_code = 0;
 
     while (true) {

@@ -223,6 +223,11 @@ void on_connect(uv_connect_t* req, int status) {
         return;
     }
     uv_tcp_nodelay(&client.sock, 1);
+    sockaddr_storage local{};
+    int len = sizeof local;
+    uv_tcp_getsockname(&client.sock, reinterpret_cast<sockaddr*>(&local), &len);
+    client.trace.connected(net::format_address(reinterpret_cast<const sockaddr*>(&local)),
+                           client.server_address);
     uv_read_start(
         sock_stream(client),
         [](uv_handle_t* h, std::size_t, uv_buf_t* buf) {

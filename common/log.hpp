@@ -48,6 +48,14 @@ class Trace {
     explicit Trace(bool enabled) : enabled_(enabled) {}
     bool enabled() const { return enabled_; }
 
+    // For a client: from now on its lines name its connection by its local
+    // address (conn=127.0.0.1:50312), which the server's accept line shows as
+    // peer= -- so the two traces can be matched.
+    void connected(std::string_view local, std::string_view server) {
+        connection_ = local;
+        emit("connect", 0, "server", server);
+    }
+
     void accept(int client, std::string_view peer) const { emit("accept", client, "peer", peer); }
     void read(int client, std::size_t bytes) const { emit("read", client, "bytes", bytes); }
     void frame(int client, std::size_t length) const { emit("frame", client, "len", length); }
@@ -74,17 +82,22 @@ class Trace {
     void emit(std::string_view event, int client, std::string_view key, const Value& value) const {
         if (!enabled_) return;
         const std::string field = key.empty() ? "" : fmt::format(" {}={}", key, value);
-        fmt::print(stderr, "[trace {:10.3f}ms th{}] {:<7} client={}{}\n", elapsed_ms(),
-                   thread_number(), event, client, field);
+        fmt::print(stderr, "[trace {:10.3f}ms th{}] {:<7} {}{}\n", elapsed_ms(), thread_number(),
+                   event, who(client), field);
     }
     template <typename Value, typename Second>
     void emit(std::string_view event, int client, std::string_view key, const Value& value,
               std::string_view key2, const Second& value2) const {
         if (!enabled_) return;
-        fmt::print(stderr, "[trace {:10.3f}ms th{}] {:<7} client={} {}={} {}={}\n", elapsed_ms(),
-                   thread_number(), event, client, key, value, key2, value2);
+        fmt::print(stderr, "[trace {:10.3f}ms th{}] {:<7} {} {}={} {}={}\n", elapsed_ms(),
+                   thread_number(), event, who(client), key, value, key2, value2);
+    }
+    std::string who(int client) const {
+        return connection_.empty() ? fmt::format("client={}", client)
+                                   : fmt::format("conn={}", connection_);
     }
     bool enabled_;
+    std::string connection_;  // a client's own local address, once connected
 };
 
 }  // namespace logs

@@ -232,6 +232,10 @@ std::vector<std::string> server_argv(const std::vector<std::string>& command,
 }
 }  // namespace
 
+bool has_proc() {
+    return std::filesystem::exists("/proc/self/status");
+}
+
 std::string describe_exit(std::optional<int> status) {
     if (!status) return "still running";
     if (*status <= 128) return fmt::format("exit {}", *status);

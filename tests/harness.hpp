@@ -33,6 +33,10 @@ inline Millis deadline = 20s;
 // 143): it has no handler for SIGTERM", "still running".
 std::string describe_exit(std::optional<int> status);
 
+// True where /proc describes processes (Linux). Tests that read it skip
+// elsewhere, saying so.
+bool has_proc();
+
 // Splits "python3 my_server.py --flag" on spaces (no quoting).
 std::vector<std::string> split_command(std::string_view command);
 
@@ -60,7 +64,8 @@ class Process {
     // Exit code (or 128 + signal number); nullopt if still running at timeout.
     std::optional<int> wait(Millis timeout = deadline);
     std::string stderr_text() const;
-    // What /proc says about the process: open descriptors and threads.
+    // What /proc says about the process: open descriptors and threads (Linux
+    // only: see has_proc()).
     int open_descriptors() const;
     int threads() const;
     // Resident memory now and at its peak (VmRSS, VmHWM), in KiB.

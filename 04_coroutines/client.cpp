@@ -9,10 +9,11 @@
 #include <string>
 
 #include "cli.hpp"
+#include "coro/runtime.hpp"
+#include "coro/streams.hpp"
 #include "frame.hpp"
+#include "frame_reader.hpp"
 #include "log.hpp"
-#include "runtime.hpp"
-#include "streams.hpp"
 
 using coro::Task;
 using logs::log;
@@ -50,7 +51,7 @@ class Client {
   private:
     const logs::Trace& trace_;
     coro::StreamWriter writer_;
-    std::optional<coro::FrameReader> frames_;
+    std::optional<frame::FrameReader> frames_;
 };
 
 Task<void> print_frames(Client& client, const logs::Trace& trace) {

@@ -10,7 +10,8 @@
 // resumes it when bytes arrive. The state that stage 03 kept in structs and
 // passed between callbacks is back in local variables; and flow control is
 // asyncio's: write(), then `co_await drain()`. The runtime that makes
-// this work (task.hpp, runtime.hpp, streams.hpp) is ours, built on libuv.
+// this work (coro/task.hpp, coro/runtime.hpp, coro/streams.hpp) is ours, on libuv;
+// frame_reader.hpp puts our wire protocol on top of its streams.
 #include <algorithm>
 #include <chrono>
 #include <csignal>
@@ -19,11 +20,12 @@
 #include <vector>
 
 #include "cli.hpp"
+#include "coro/runtime.hpp"
+#include "coro/streams.hpp"
 #include "frame.hpp"
+#include "frame_reader.hpp"
 #include "log.hpp"
 #include "net.hpp"
-#include "runtime.hpp"
-#include "streams.hpp"
 #include "work.hpp"
 
 using coro::Task;
@@ -88,7 +90,7 @@ Task<void> handle_connection(Server& server, coro::StreamReader reader, coro::St
     std::shared_ptr<Client> client = accept(server, std::move(writer));
     std::string reason = "end of stream";
     try {
-        coro::FrameReader frames(reader, server.options.max_frame);
+        frame::FrameReader frames(reader, server.options.max_frame);
         frames.on_bytes = [&](std::size_t n) { server.trace.read(client->id, n); };
         // ANCHOR: frame-loop
         while (auto payload = co_await frames.next()) {
@@ -101,7 +103,7 @@ Task<void> handle_connection(Server& server, coro::StreamReader reader, coro::St
         // ANCHOR_END: frame-loop
     } catch (const coro::IncompleteReadError&) {
         reason = "end of stream in the middle of a frame (dropped)";
-    } catch (const coro::FrameError& e) {
+    } catch (const frame::FrameError& e) {
         reason = e.what();
     } catch (const coro::ConnectionError& e) {
         reason = e.what();

@@ -2,13 +2,15 @@
 // timers, wait_for, gather, streams -- and the compiler traps it avoids.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <csignal>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
-#include "runtime.hpp"
-#include "streams.hpp"
+#include "coro/runtime.hpp"
+#include "coro/streams.hpp"
 
 using namespace std::chrono_literals;
 using coro::Task;
@@ -309,6 +311,127 @@ TEST(Gather, CancellingGatherCancelsEveryChild) {
     EXPECT_EQ(coro::run(main()), 2);
 }
 
+TEST(TaskGroup, WaitReturnsOnceEveryTaskHasFinished) {
+    auto main = []() -> Task<std::string> {
+        std::string order;
+        coro::TaskGroup group;
+        for (int i = 3; i >= 1; --i) {
+            group.create_task([&order, i]() -> Task<void> {
+                co_await coro::sleep(std::chrono::milliseconds(i * 5));
+                order += std::to_string(i);
+            });
+        }
+        EXPECT_EQ(group.size(), 3u);
+        co_await group.wait();
+        EXPECT_EQ(group.size(), 0u);
+        co_return order;
+    };
+    EXPECT_EQ(coro::run(main()), "123");
+}
+
+TEST(TaskGroup, CancelCancelsEveryTaskStillRunning) {
+    auto main = []() -> Task<int> {
+        int cancelled = 0;
+        coro::TaskGroup group;
+        group.create_task(sleep_until_cancelled(cancelled));
+        group.create_task(sleep_until_cancelled(cancelled));
+        co_await coro::sleep(1ms);
+        group.cancel();
+        co_await group.wait();
+        co_return cancelled;
+    };
+    EXPECT_EQ(coro::run(main()), 2);
+}
+
+// A cancel that comes after the task was woken but before it runs again is
+// for its next await: the wake-up is not lost, the hook is not left behind.
+TEST(Cancel, AfterAWakeUpGoesToTheNextAwait) {
+    auto main = []() -> Task<std::string> {
+        coro::Event event;
+        std::string log;
+        auto waiter = coro::spawn([&]() -> Task<void> {
+            co_await event.wait();
+            log += "woken;";
+            try {
+                co_await coro::sleep(1h);
+            } catch (const coro::CancelledError&) {
+                log += "cancelled at the next await";
+                throw;
+            }
+        });
+        co_await coro::sleep(1ms);
+        event.set();      // on the ready queue now...
+        waiter.cancel();  // ...and cancelled before it runs
+        co_await join_cancelled(waiter);
+        co_return log;
+    };
+    EXPECT_EQ(coro::run(main()), "woken;cancelled at the next await");
+}
+
+TEST(ToThread, RunsTheCallableOnAnotherThread) {
+    auto main = []() -> Task<bool> {
+        const auto loop_thread = std::this_thread::get_id();
+        auto pool_thread = co_await coro::to_thread([] { return std::this_thread::get_id(); });
+        co_return pool_thread != loop_thread&& std::this_thread::get_id() == loop_thread;
+    };
+    EXPECT_TRUE(coro::run(main()));
+}
+
+TEST(ToThread, ResultsArriveInOrderWhenAwaitedInOrder) {
+    auto main = []() -> Task<std::vector<int>> {
+        std::vector<Task<int>> tasks;
+        for (int i = 0; i < 8; ++i) {
+            tasks.push_back(coro::to_thread([i] {
+                std::this_thread::sleep_for(std::chrono::milliseconds((8 - i) * 2));
+                return i;
+            }));
+        }
+        std::vector<int> results;
+        for (auto& task : tasks)
+            results.push_back(co_await task);
+        co_return results;
+    };
+    EXPECT_EQ(coro::run(main()), (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7}));
+}
+
+TEST(ToThread, PassesTheExceptionBackAndWorksForVoid) {
+    auto main = []() -> Task<std::string> {
+        int side_effect = 0;
+        co_await coro::to_thread([&side_effect] { side_effect = 7; });
+        try {
+            co_await coro::to_thread([]() -> int { throw std::runtime_error("from the pool"); });
+        } catch (const std::runtime_error& e) {
+            co_return std::to_string(side_effect) + " " + e.what();
+        }
+        co_return "no exception";
+    };
+    EXPECT_EQ(coro::run(main()), "7 from the pool");
+}
+
+// The work cannot be stopped: a cancelled awaiter waits for it to finish,
+// then throws CancelledError (and the result is dropped).
+TEST(ToThread, ACancelledAwaiterWaitsForTheWorkFirst) {
+    auto main = []() -> Task<std::string> {
+        std::atomic<bool> finished{false};
+        auto task = coro::spawn([&]() -> Task<int> {
+            co_return co_await coro::to_thread([&finished] {
+                std::this_thread::sleep_for(30ms);
+                finished = true;
+                return 1;
+            });
+        });
+        co_await coro::sleep(5ms);
+        task.cancel();
+        try {
+            co_await task;
+        } catch (const coro::CancelledError&) {
+            co_return finished ? "cancelled after the work" : "cancelled before the work ended";
+        }
+        co_return "not cancelled";
+    };
+    EXPECT_EQ(coro::run(main()), "cancelled after the work");
+}
+
 TEST(Event, WakesEveryWaiter) {
     auto main = []() -> Task<int> {
         coro::Event event;
@@ -466,35 +589,6 @@ TEST(Streams, ReadExactlyAtEndOfStreamCarriesThePartialBytes) {
     EXPECT_EQ(result, "abc/10");
 }
 
-TEST(Streams, FrameIterationEndsCleanlyBetweenFrames) {
-    auto result = with_connection(echo, [](coro::Connection& c) -> Task<std::vector<std::string>> {
-        c.writer.write(frame::encode("one") + frame::encode("") + frame::encode("three"));
-        c.writer.write_eof();
-        std::vector<std::string> frames;
-        coro::FrameReader reader(c.reader);
-        while (auto f = co_await reader.next())
-            frames.push_back(*f);
-        co_return frames;
-    });
-    EXPECT_EQ(result, (std::vector<std::string>{"one", "", "three"}));
-}
-
-TEST(Streams, FrameIterationReportsAStreamThatEndsMidFrame) {
-    auto result = with_connection(echo, [](coro::Connection& c) -> Task<bool> {
-        c.writer.write(frame::encode("whole") + frame::encode("cut short").substr(0, 6));
-        c.writer.write_eof();
-        coro::FrameReader reader(c.reader);
-        EXPECT_EQ(co_await reader.next(), "whole");
-        try {
-            co_await reader.next();
-        } catch (const coro::IncompleteReadError&) {
-            co_return true;
-        }
-        co_return false;
-    });
-    EXPECT_TRUE(result);
-}
-
 // The peer sends 4 bytes, pauses, sends 6. A read_exactly(10) cancelled in
 // the pause must not lose the first 4.
 TEST(Streams, CancellingAPendingReadKeepsBufferedBytes) {
@@ -517,35 +611,6 @@ TEST(Streams, CancellingAPendingReadKeepsBufferedBytes) {
         co_return all;
     });
     EXPECT_EQ(result, "0123456789");
-}
-
-// A FrameReader waiting for bytes asks the stream to hand it the next read
-// directly. Cancelled and gone, it must withdraw that request: the frame that
-// comes later is kept in the stream for the next reader, not handed to freed
-// memory (ASan would catch that).
-TEST(Streams, ACancelledFrameReaderLosesNothing) {
-    auto sender = [](coro::StreamReader reader, coro::StreamWriter writer) -> Task<void> {
-        co_await reader.read_exactly(2);  // "go"
-        writer.write(frame::encode("after"));
-        co_await reader.read();  // until the client closes
-        writer.close();
-    };
-    auto result = with_connection(sender, [](coro::Connection& c) -> Task<std::string> {
-        auto waiting = coro::spawn([&]() -> Task<void> {
-            coro::FrameReader frames(c.reader);
-            co_await frames.next();
-        });
-        co_await coro::sleep(5ms);
-        waiting.cancel();
-        co_await join_cancelled(waiting);
-        c.writer.write("go");
-        co_await c.reader.fill();  // the frame arrives while no FrameReader waits
-        coro::FrameReader frames(c.reader);
-        auto frame = co_await frames.next();
-        c.writer.close();
-        co_return frame.value_or("(none)");
-    });
-    EXPECT_EQ(result, "after");
 }
 
 // A task cancelled in drain() while 32 MiB are still queued: its frame goes
@@ -597,6 +662,19 @@ TEST(Streams, DrainWaitsWhileThePeerIsNotReading) {
         co_return drained;
     });
     EXPECT_TRUE(result);
+}
+
+TEST(Streams, ReadLineSplitsLinesAndKeepsALastOneWithoutANewline) {
+    auto result = with_connection(echo, [](coro::Connection& c) -> Task<std::string> {
+        c.writer.write("one\ntw");
+        c.writer.write("o\n\nlast");
+        c.writer.write_eof();
+        std::string all;
+        while (auto line = co_await c.reader.read_line())
+            all += "[" + *line + "]";
+        co_return all;
+    });
+    EXPECT_EQ(result, "[one][two][][last]");
 }
 
 TEST(Streams, OpenConnectionSaysWhyItFailed) {

@@ -1,0 +1,339 @@
+// Streams on libuv: sockets, stdin, reads, writes, connect, listen.
+#include <unistd.h>
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "../streams.hpp"
+#include "net.hpp"
+
+namespace coro {
+namespace detail {
+
+constexpr std::size_t read_limit = 256 * 1024;  // a socket is not read while this much is unread
+constexpr std::size_t chunk = 64 * 1024;        // the most one read takes
+
+Stream::Stream(Handle* h) : handle(h) {
+    h->owner = this;
+    h->on_closed = [this] {  // run() closed it, or abort() did
+        handle = nullptr;
+        closed = eof = true;
+        readers.wake_all();
+        drainers.wake_all();
+        closers.wake_all();
+    };
+}
+
+Stream::~Stream() {
+    if (!handle) return;
+    handle->on_closed = nullptr;  // we are gone: nobody to tell
+    handle->close();
+}
+
+void Stream::want_more() {
+    if (reading || eof || error || !handle) return;
+    auto alloc = [](uv_handle_t*, std::size_t, uv_buf_t* buf) {
+        thread_local char scratch[chunk];  // copied out before the next read
+        *buf = uv_buf_init(scratch, sizeof scratch);
+    };
+    auto on_read = [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+        auto* self = Handle::owner_of<Stream>(s);
+        if (n == 0) return;  // nothing this time (EAGAIN)
+        if (n < 0 || self->buffer.size() + static_cast<std::size_t>(n) >= read_limit)
+            self->stop_reading();  // the end; or backpressure: the reader is behind
+        self->received({buf->base, static_cast<std::size_t>(std::max<ssize_t>(n, 0))},
+                       static_cast<int>(std::min<ssize_t>(n, 0)));
+    };
+    error = uv_read_start(handle->stream(), alloc, on_read);
+    reading = error == 0;
+}
+
+void Stream::shutdown(bool then_close) {
+    if (!handle) return;
+    struct Shutdown {  // (every request lives on the heap until its callback)
+        uv_shutdown_t req;
+        std::shared_ptr<Stream> stream;
+        bool then_close;
+    };
+    auto* op = new Shutdown{.req = {}, .stream = shared_from_this(), .then_close = then_close};
+    op->req.data = op;
+    // Its callback comes once every queued write has gone out.
+    if (uv_shutdown(&op->req, handle->stream(), [](uv_shutdown_t* req, int) {
+            std::unique_ptr<Shutdown> done(static_cast<Shutdown*>(req->data));
+            if (done->then_close) done->stream->abort();
+        }) != 0) {
+        if (then_close) abort();
+        delete op;
+    }
+}
+
+// Like asyncio's close(): stop reading now, write what is queued, then close.
+void Stream::close() {
+    stop_reading();
+    eof = true;
+    readers.wake_all();
+    if (!handle || flushing) return;
+    if (queued == 0 || write_error) return abort();
+    flushing = true;
+    shutdown(true);
+}
+
+void Stream::abort() {
+    if (!handle) return;
+    // Stay alive until libuv lets go: on_closed tells wait_closed().
+    handle->on_closed = [self = shared_from_this(), tell = std::move(handle->on_closed)] {
+        tell();
+    };
+    std::exchange(handle, nullptr)->close();  // pending writes end with UV_ECANCELED first
+}
+
+std::string Stream::address(bool peer) const {
+    sockaddr_storage addr{};
+    int len = sizeof addr;
+    auto* a = reinterpret_cast<sockaddr*>(&addr);
+    if (!handle || handle->uv.handle.type != UV_TCP ||
+        (peer ? uv_tcp_getpeername : uv_tcp_getsockname)(&handle->uv.tcp, a, &len) != 0)
+        return "?";
+    return net::format_address(a);
+}
+
+std::shared_ptr<Stream> tcp_stream() {
+    auto* h = new Handle;
+    uv_tcp_init(loop(), &h->uv.tcp);
+    return std::make_shared<Stream>(h);
+}
+
+Task<void> wait_closed(std::shared_ptr<Stream> s) {
+    while (!s->closed)
+        co_await park(s->closers);
+}
+
+void FileSource::want_more() {
+    if (pending || eof || error) return;
+    struct Read {
+        uv_fs_t req;
+        std::shared_ptr<FileSource> source;
+        char data[chunk];
+    };
+    auto* op = new Read{.req = {}, .source = shared_from_this(), .data = {}};
+    op->req.data = op;
+    uv_buf_t buf = uv_buf_init(op->data, sizeof op->data);
+    pending = true;
+    uv_fs_read(loop(), &op->req, STDIN_FILENO, &buf, 1, offset, [](uv_fs_t* req) {
+        std::unique_ptr<Read> done(static_cast<Read*>(req->data));
+        const auto n = static_cast<int>(req->result);  // bytes, 0 at the end, or an error
+        uv_fs_req_cleanup(req);
+        FileSource& self = *done->source;
+        self.pending = false;
+        self.offset += std::max(n, 0);
+        self.received({done->data, static_cast<std::size_t>(std::max(n, 0))},
+                      n == 0 ? UV_EOF : std::min(n, 0));
+    });
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------
+// StreamReader
+
+Task<bool> StreamReader::more() {
+    detail::Source& s = *s_;
+    const std::size_t before = s.buffer.size();
+    while (s.buffer.size() == before && !s.eof && !s.error) {
+        s.want_more();
+        co_await detail::park(s.readers);
+    }
+    if (s.buffer.size() == before && s.error) throw ConnectionError(uv_strerror(s.error), s.error);
+    co_return s.buffer.size() > before;
+}
+
+Task<bool> StreamReader::fill() {
+    if (!s_->buffer.empty()) co_return true;
+    co_return co_await more();
+}
+
+bool StreamReader::ended() const {
+    if (!s_->buffer.empty()) return false;
+    if (s_->error) throw ConnectionError(uv_strerror(s_->error), s_->error);
+    return s_->eof;
+}
+
+Task<std::string> StreamReader::read(std::size_t max) {
+    if (!co_await fill()) co_return std::string();
+    std::string bytes(buffered().substr(0, max));
+    consume(bytes.size());
+    co_return bytes;
+}
+
+Task<std::string> StreamReader::read_exactly(std::size_t n) {
+    while (s_->buffer.size() < n) {
+        if (co_await more()) continue;
+        std::string partial(buffered());
+        consume(partial.size());
+        throw IncompleteReadError(std::move(partial), n);
+    }
+    std::string bytes(buffered().substr(0, n));
+    consume(n);
+    co_return bytes;
+}
+
+Task<std::optional<std::string>> StreamReader::read_line() {
+    std::size_t scanned = 0;  // no byte is looked at twice
+    std::size_t end;
+    while ((end = buffered().find('\n', scanned)) == std::string_view::npos) {
+        scanned = s_->buffer.size();
+        if (co_await more()) continue;
+        if (s_->buffer.empty()) co_return std::nullopt;
+        end = s_->buffer.size();  // a last line without a newline
+        break;
+    }
+    std::string line(buffered().substr(0, end));
+    consume(std::min(end + 1, s_->buffer.size()));
+    co_return line;
+}
+
+// ---------------------------------------------------------------------------
+// StreamWriter
+
+void StreamWriter::write(std::shared_ptr<const std::string> bytes) {
+    detail::Stream& s = *s_;
+    if (!s.handle || s.flushing || s.write_error || bytes->empty()) return;  // closing
+    // One uv_write in flight owns (or shares) its bytes and keeps the stream
+    // alive: libuv reads them until the callback, whatever the task that
+    // wrote them does meanwhile -- even if it is cancelled and gone.
+    struct Write {
+        uv_write_t req;
+        std::shared_ptr<detail::Stream> stream;
+        std::shared_ptr<const std::string> bytes;
+    };
+    auto* w = new Write{.req = {}, .stream = s_, .bytes = std::move(bytes)};
+    w->req.data = w;
+    uv_buf_t buf =
+        uv_buf_init(const_cast<char*>(w->bytes->data()), static_cast<unsigned>(w->bytes->size()));
+    s.write_error = uv_write(&w->req, s.handle->stream(), &buf, 1, [](uv_write_t* req, int rc) {
+        std::unique_ptr<Write> done(static_cast<Write*>(req->data));
+        detail::Stream& st = *done->stream;
+        st.queued -= done->bytes->size();
+        if (rc < 0 && rc != UV_ECANCELED && !st.write_error) st.write_error = rc;
+        if (rc == 0 && st.on_written) st.on_written(done->bytes->size());
+        if (st.queued <= st.low_water || st.write_error) st.drainers.wake_all();
+    });
+    if (s.write_error) {
+        delete w;
+        return;
+    }
+    s.queued += w->bytes->size();
+}
+
+Task<void> StreamWriter::drain() {
+    detail::Stream& s = *s_;
+    if (s.queued > s.high_water) {
+        while (s.queued > s.low_water && !s.write_error && s.handle)
+            co_await detail::park(s.drainers);
+    }
+    if (s.write_error) throw ConnectionError(uv_strerror(s.write_error), s.write_error);
+}
+
+// ---------------------------------------------------------------------------
+// open_connection, start_server, open_stdin
+
+Task<Connection> open_connection(std::string host, std::uint16_t port) {
+    const sockaddr_storage addr = net::resolve(host, port, false);
+    const auto* a = reinterpret_cast<const sockaddr*>(&addr);
+    auto stream = detail::tcp_stream();
+    // libuv calls back even if we stop waiting (UV_ECANCELED, once the handle
+    // is closed), so the request owns itself until then.
+    struct Connect {
+        uv_connect_t req{};
+        int status = 1;  // 1: not finished
+        detail::WaitList waiters;
+        std::shared_ptr<Connect> self;
+    };
+    auto op = std::make_shared<Connect>();
+    op->req.data = op.get();
+    int rc = uv_tcp_connect(&op->req, &stream->handle->uv.tcp, a, [](uv_connect_t* req, int st) {
+        auto* c = static_cast<Connect*>(req->data);
+        c->status = st;
+        c->waiters.wake_all();
+        c->self.reset();  // may free it: nothing after this
+    });
+    if (rc == 0) op->self = op;
+    while (rc == 0 && op->status == 1)
+        co_await detail::park(op->waiters);  // cancelled: ~Stream closes the handle
+    if (rc == 0) rc = op->status;
+    if (rc < 0) {
+        throw ConnectionError(
+            fmt::format("cannot connect to {}: {}", net::format_address(a), uv_strerror(rc)), rc);
+    }
+    uv_tcp_nodelay(&stream->handle->uv.tcp, 1);
+    co_return Connection{StreamReader(stream), StreamWriter(stream)};
+}
+
+// A listener is a Stream too: the same handle ownership, close and wait_closed.
+struct Server::State : detail::Stream {
+    using Stream::Stream;
+    Handler handler;
+    TaskGroup connections;
+};
+
+Server::Server(std::shared_ptr<State> s) : s_(std::move(s)) {}
+std::string Server::address() const {
+    return s_->address(false);
+}
+void Server::close() {
+    s_->abort();
+}
+Task<void> Server::wait_closed() {
+    return detail::wait_closed(s_);
+}
+
+Task<Server> start_server(Server::Handler handler, std::string host, std::uint16_t port,
+                          TaskGroup connections) {
+    const sockaddr_storage addr = net::resolve(host, port, true);
+    const auto* a = reinterpret_cast<const sockaddr*>(&addr);
+    auto* h = new detail::Handle;
+    uv_tcp_init(detail::loop(), &h->uv.tcp);
+    auto s = std::make_shared<Server::State>(h);
+    s->handler = std::move(handler);
+    s->connections = std::move(connections);
+    auto on_connection = [](uv_stream_t* listener, int status) {
+        auto* self =
+            static_cast<Server::State*>(detail::Handle::owner_of<detail::Stream>(listener));
+        auto stream = detail::tcp_stream();
+        if (status == 0) status = uv_accept(listener, stream->handle->stream());
+        if (status != 0) {
+            fmt::print(stderr, "accept: {}\n", uv_strerror(status));
+            return;  // ~Stream closes the handle
+        }
+        uv_tcp_nodelay(&stream->handle->uv.tcp, 1);
+        // One task per connection, in the server's group: its owner waits for
+        // them all. An exception a handler lets out is reported.
+        self->connections.create_task([handler = self->handler, stream] {
+            return handler(StreamReader(stream), StreamWriter(stream));
+        });
+    };
+    int rc = uv_tcp_bind(&h->uv.tcp, a, 0);
+    if (rc == 0) rc = uv_listen(h->stream(), SOMAXCONN, on_connection);
+    if (rc != 0) {
+        throw ConnectionError(
+            fmt::format("cannot listen on {}: {}", net::format_address(a), uv_strerror(rc)), rc);
+    }
+    co_return Server(s);
+}
+
+StreamReader open_stdin() {
+    const uv_handle_type type = uv_guess_handle(STDIN_FILENO);
+    if (type != UV_TTY && type != UV_NAMED_PIPE)  // a regular file, /dev/null...
+        return StreamReader(std::make_shared<detail::FileSource>());
+    auto* h = new detail::Handle;
+    if (type == UV_TTY) {
+        uv_tty_init(detail::loop(), &h->uv.tty, STDIN_FILENO, 1);
+    } else {
+        uv_pipe_init(detail::loop(), &h->uv.pipe, 0);
+        uv_pipe_open(&h->uv.pipe, STDIN_FILENO);
+    }
+    return StreamReader(std::make_shared<detail::Stream>(h));
+}
+
+}  // namespace coro

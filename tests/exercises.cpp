@@ -12,7 +12,10 @@
 #include <string>
 #include <vector>
 
+#include "coro/streams.hpp"
 #include "harness.hpp"
+#include "net.hpp"
+#include "resolve.hpp"
 #include "stages.hpp"
 
 using namespace harness;
@@ -115,6 +118,44 @@ TEST(Exercise03, IdleClientsAreDisconnected) {
 }
 TEST(Exercise04, IdleClientsAreDisconnected) {
     idle_clients_are_disconnected("04_coroutines");
+}
+
+// 04, exercise 3: co_await coro::resolve(host, port), an awaiter on uv_getaddrinfo.
+TEST(Exercise04, ResolveAwaiterFindsTheAddresses) {
+    auto main = []() -> coro::Task<std::vector<std::string>> {
+        const std::vector<std::string> hosts = {"127.0.0.1", "::1", "localhost"};
+        std::vector<std::string> found;
+        for (const std::string& host : hosts) {
+            const sockaddr_storage addr = co_await coro::resolve(host, 1234);
+            found.push_back(net::format_address(reinterpret_cast<const sockaddr*>(&addr)));
+        }
+        co_return found;
+    };
+    std::vector<std::string> found;
+    try {
+        found = coro::run(main());
+    } catch (const std::exception& e) {
+        FAIL() << e.what();
+    }
+    ASSERT_EQ(found.size(), 3u);
+    EXPECT_EQ(found[0], "127.0.0.1:1234");
+    EXPECT_EQ(found[1], "[::1]:1234");
+    EXPECT_TRUE(found[2] == "127.0.0.1:1234" || found[2] == "[::1]:1234") << found[2];
+}
+
+// ...and a name that does not resolve is a ConnectionError, as in open_connection.
+TEST(Exercise04, ResolveAwaiterFailsWithAConnectionError) {
+    auto main = []() -> coro::Task<std::string> {
+        try {
+            co_await coro::resolve("", 0);  // neither a host nor a port: EAI_NONAME
+        } catch (const coro::ConnectionError&) {
+            co_return "ConnectionError";
+        } catch (const std::exception& e) {
+            co_return e.what();
+        }
+        co_return "no error";
+    };
+    EXPECT_EQ(coro::run(main()), "ConnectionError");
 }
 
 }  // namespace

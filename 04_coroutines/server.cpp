@@ -52,6 +52,7 @@ struct Server {
     std::vector<std::shared_ptr<Client>> clients;
     int next_id = 1;
     bool stopping = false;
+    bool offload = false;  // --offload: --work runs on libuv's thread pool (to_thread)
 };
 
 using Receivers = std::vector<std::shared_ptr<Client>>;  // the ones a frame took over the mark
@@ -62,6 +63,7 @@ void broadcast(Server& server, Client& from, const std::shared_ptr<const std::st
 void send_frame(Server& server, Client& to, const std::shared_ptr<const std::string>& frame,
                 Receivers& full);
 Task<void> pause_reading(Server& server, Client& sender, Client& receiver);
+Task<void> offload_work(Server& server, Client& from, const std::string& payload);
 void close_client(Server& server, Client& client, std::string_view reason);
 
 std::shared_ptr<Client> accept(Server& server, coro::StreamWriter writer) {
@@ -94,6 +96,7 @@ Task<void> handle_connection(Server& server, coro::StreamReader reader, coro::St
         frames.on_bytes = [&](std::size_t n) { server.trace.read(client->id, n); };
         // ANCHOR: frame-loop
         while (auto payload = co_await frames.next()) {
+            if (server.offload) co_await offload_work(server, *client, *payload);
             // Backpressure, the asyncio way: write() to each receiver, then
             // drain() the ones it took over the mark -- and read nothing from
             // our own client meanwhile.
@@ -118,12 +121,21 @@ Task<void> handle_connection(Server& server, coro::StreamReader reader, coro::St
     }
 }
 
+// --work --offload, asyncio's way: `await asyncio.to_thread(f)`. The work
+// runs on libuv's thread pool while the loop serves everyone else; this
+// connection's coroutine waits for it, so its frames stay in order.
+Task<void> offload_work(Server& server, Client& from, const std::string& payload) {
+    const auto work = server.options.work;
+    co_await coro::to_thread([&payload, work] { return work::crunch(payload, work); });
+    server.trace.work(from.id, work.count());
+}
+
 // Relays (or echoes) one frame; returns the receivers it took over the mark.
 Receivers on_frame(Server& server, Client& from, const std::string& payload) {
     server.trace.frame(from.id, payload.size());
     // --work: a CPU-bound handler, on the loop's one thread: while it runs,
-    // no other coroutine does.
-    if (server.options.work.count() > 0) {
+    // no other coroutine does. (With --offload, offload_work did it already.)
+    if (server.options.work.count() > 0 && !server.offload) {
         work::crunch(payload, server.options.work);
         server.trace.work(from.id, server.options.work.count());
     }
@@ -254,9 +266,14 @@ Task<void> serve(Server& server) {
 int main(int argc, char** argv) {
     Server server;
     server.options = cli::parse_server(
-        {.name = "04_coroutines/server", .summary = "C++20 coroutines on libuv (asyncio style)"},
+        {.name = "04_coroutines/server",
+         .summary = "C++20 coroutines on libuv (asyncio style)",
+         .options = {{.name = "--offload",
+                      .value = "",
+                      .help = "  run --work on libuv's thread pool (coro::to_thread)"}}},
         {argv, static_cast<std::size_t>(argc)});
     server.trace = logs::Trace(server.options.trace);
+    server.offload = server.options.extra.contains("--offload") && server.options.work.count() > 0;
     try {
         // Like asyncio.run(): runs until serve() returns -- and serve() has
         // waited for every connection -- then closes every handle.

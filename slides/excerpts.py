@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DECKS = [ROOT / "slides/talk.en.md", ROOT / "slides/talk.es.md"]
-SOURCES = ["01_blocking", "02_select", "03_libuv_callbacks", "04_coroutines", "common"]
+SOURCES = ["01_blocking", "02_select", "03_libuv_callbacks", "04_coroutines", "04_coroutines/coro", "common"]
 MAX_LINE = 92  # at the decks' code font size, about what fits a 16:9 slide
 
 # Measured tables (bench/results/bench.md) come in as Markdown, not as code:

@@ -812,7 +812,7 @@ std::vector<ServerSpec> servers_with_work() {
         with.name += "_work";
         with.command.insert(with.command.end(), {"--work", "300"});
         servers.push_back(with);
-        if (spec.name == "03_libuv_callbacks") {
+        if (spec.name == "03_libuv_callbacks" || spec.name == "04_coroutines") {
             with.name = spec.name + "_offload";
             with.command.push_back("--offload");
             servers.push_back(with);

@@ -82,6 +82,27 @@ TEST(Exercise02, PollServesPastFdSetsize) {
     }
 }
 
+// 02, exercise 2: --offload runs --work on a worker thread, and the result
+// comes back to select() through a pipe (the self-pipe trick again). While a
+// frame's work runs, the loop goes on: here it accepts a newcomer. (The work
+// takes 3 s; the newcomer must be seen in half that. A loop that does the
+// work itself accepts nobody for 3 s.)
+TEST(Exercise02, OffloadKeepsTheLoopAwake) {
+    using namespace std::chrono_literals;
+    auto server = start("02_select", stages::server_command("02_select"),
+                        {"--echo", "--work", "3000000", "--offload"});
+    if (!server) return;
+    Peer heavy(server->host, server->port);
+    heavy.send_frame("first");
+    heavy.send_frame("second");
+    ASSERT_TRUE(server->process.wait_for_stderr("client 1 connected"));
+    Peer newcomer(server->host, server->port);
+    EXPECT_TRUE(server->process.wait_for_stderr("client 2 connected", 1500ms))
+        << "the loop accepted nobody while a frame's work ran: is the work still on it?";
+    EXPECT_EQ(heavy.recv_frame(20s), "first");
+    EXPECT_EQ(heavy.recv_frame(20s), "second") << "a sender's frames must stay in order";
+}
+
 // 03 and 04, exercise 1: --idle-timeout SECONDS disconnects a silent client
 // -- and only a silent one: each frame a client sends starts its clock again.
 void idle_clients_are_disconnected(const std::string& stage) {

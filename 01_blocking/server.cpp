@@ -12,7 +12,11 @@
 //                     a mutex around everything the threads share.
 //
 // Read top to bottom: accept, serve_client (the read loop), on_readable,
-// on_frame, broadcast, send_frame, close_client, then shutdown and main.
+// on_frame, broadcast, send_frame, close_client, then begin_shutdown and main.
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
 #include <condition_variable>
 #include <csignal>
 #include <cstring>
@@ -21,10 +25,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 
 #include "cli.hpp"
 #include "frame.hpp"
@@ -260,9 +260,7 @@ void close_client(Server& server, const std::shared_ptr<Client>& client, std::st
 // a signal handler may call almost nothing. So signals are blocked everywhere
 // and one thread waits for them with sigwait(); then it wakes the blocked
 // calls with shutdown(), which makes them return as if the peer had left.
-void wait_for_signal(Server& server, sigset_t signals) {
-    int signal = 0;
-    ::sigwait(&signals, &signal);
+void begin_shutdown(Server& server, int signal) {
     log("{} received, shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
     std::lock_guard lock(server.mutex);
     server.stopping = true;
@@ -270,6 +268,12 @@ void wait_for_signal(Server& server, sigset_t signals) {
     for (const auto& client : server.clients) {
         ::shutdown(client->fd.get(), SHUT_RD);  // recv() now returns 0
     }
+}
+
+void wait_for_signal(Server& server, sigset_t signals) {
+    int signal = 0;
+    ::sigwait(&signals, &signal);
+    begin_shutdown(server, signal);
 }
 
 }  // namespace

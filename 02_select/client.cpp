@@ -20,6 +20,7 @@
 #include "buffer.hpp"
 #include "cli.hpp"
 #include "frame.hpp"
+#include "lines.hpp"
 #include "log.hpp"
 #include "net.hpp"
 
@@ -38,7 +39,7 @@ struct Client {
     logs::Trace trace{false};
     frame::Decoder decoder;
     net::OutputBuffer output;  // frames not yet taken by the kernel
-    std::string partial_line;  // stdin bytes after the last newline
+    lines::Splitter input;     // stdin bytes, cut into lines
     bool input_done = false;   // stdin reached its end
     bool sent_eof = false;     // we half-closed the socket
 };
@@ -58,18 +59,13 @@ void on_stdin(Client& client) {
         n = 0;  // treat it as the end of input
     }
     if (n == 0) {
-        if (!client.partial_line.empty()) queue_line(client, client.partial_line);
+        if (auto last = client.input.rest()) queue_line(client, *last);
         client.input_done = true;
         return;
     }
-    // A read returns bytes, not lines: one line may span two reads.
-    client.partial_line.append(buffer, static_cast<std::size_t>(n));
-    std::size_t start = 0;
-    for (std::size_t nl; (nl = client.partial_line.find('\n', start)) != std::string::npos;) {
-        queue_line(client, std::string_view(client.partial_line).substr(start, nl - start));
-        start = nl + 1;
-    }
-    client.partial_line.erase(0, start);
+    client.input.feed({buffer, static_cast<std::size_t>(n)});
+    while (auto line = client.input.next())
+        queue_line(client, *line);
 }
 
 // Returns false once the connection is over.

@@ -14,8 +14,10 @@
 
 #include "cli.hpp"
 #include "frame.hpp"
+#include "lines.hpp"
 #include "log.hpp"
 #include "net.hpp"
+#include "uv_net.hpp"
 
 using logs::log;
 
@@ -43,7 +45,7 @@ struct Client {
     bool file_read_pending = false;
     std::int64_t file_offset = 0;
 
-    std::string partial_line;
+    lines::Splitter input;   // stdin bytes, cut into lines
     std::size_t queued = 0;  // bytes in uv_write requests not yet completed
     bool stdin_paused = false;
     bool input_done = false;
@@ -114,19 +116,14 @@ void send_line(Client& client, std::string_view line) {
 // Bytes from stdin, from either kind of source. They are not lines yet: a
 // line may span two reads.
 void on_input(Client& client, std::string_view bytes) {
-    client.partial_line.append(bytes);
-    std::size_t start = 0;
-    for (std::size_t nl; (nl = client.partial_line.find('\n', start)) != std::string::npos;) {
-        send_line(client, std::string_view(client.partial_line).substr(start, nl - start));
-        start = nl + 1;
-    }
-    client.partial_line.erase(0, start);
+    client.input.feed(bytes);
+    while (auto line = client.input.next())
+        send_line(client, *line);
     if (client.queued >= max_queued) stop_stdin(client);  // backpressure
 }
 
 void on_input_end(Client& client) {
-    if (!client.partial_line.empty()) send_line(client, client.partial_line);
-    client.partial_line.clear();
+    if (auto last = client.input.rest()) send_line(client, *last);
     client.input_done = true;
     maybe_shutdown(client);
 }
@@ -223,11 +220,7 @@ void on_connect(uv_connect_t* req, int status) {
         return;
     }
     uv_tcp_nodelay(&client.sock, 1);
-    sockaddr_storage local{};
-    int len = sizeof local;
-    uv_tcp_getsockname(&client.sock, reinterpret_cast<sockaddr*>(&local), &len);
-    client.trace.connected(net::format_address(reinterpret_cast<const sockaddr*>(&local)),
-                           client.server_address);
+    client.trace.connected(net::local_of(&client.sock), client.server_address);
     uv_read_start(
         sock_stream(client),
         [](uv_handle_t* h, std::size_t, uv_buf_t* buf) {

@@ -9,7 +9,7 @@
 //   uv_read    -> on_readable  bytes arrived (into a buffer from alloc_buffer)
 //   uv_write   -> on_write_done  libuv has written one buffer for us (completion)
 //   uv_close   -> on_closed    libuv has let go of a handle: only now free it
-//   uv_signal  -> on_signal    SIGINT/SIGTERM, as just another event
+//   uv_signal  -> begin_shutdown  SIGINT/SIGTERM, as just another event
 //   uv_timer   -> check_stalled  cut receivers that take nothing (see below)
 //
 // Backpressure is uv_read_stop on a sender whose frames took a receiver's
@@ -31,6 +31,7 @@
 #include "frame.hpp"
 #include "log.hpp"
 #include "net.hpp"
+#include "uv_net.hpp"
 #include "work.hpp"
 
 using logs::log;
@@ -91,7 +92,7 @@ struct Server {
     bool offload = false;  // --offload: --work runs on libuv's thread pool
     // libuv asks alloc_buffer for memory right before each read and hands it
     // to on_readable right after. We decode it there and then, so one buffer
-    // serves every client.
+    // serves every client. (64 KiB, in main's frame: stacks have megabytes.)
     char read_buffer[64 * 1024];
 };
 
@@ -109,13 +110,6 @@ void on_write_done(uv_write_t* req, int status);
 void resume_senders(Server& server, Client& receiver);
 void close_client(Server& server, Client& client, std::string_view reason);
 void maybe_finish(Server& server);
-
-std::string peer_of(const uv_tcp_t* handle) {
-    sockaddr_storage addr{};
-    int len = sizeof addr;
-    if (uv_tcp_getpeername(handle, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return "?";
-    return net::format_address(reinterpret_cast<const sockaddr*>(&addr));
-}
 
 void alloc_buffer(uv_handle_t* handle, std::size_t, uv_buf_t* buf) {
     Server& s = *static_cast<Client*>(handle->data)->server;
@@ -152,7 +146,7 @@ void accept(uv_stream_t* listener, int status) {
     }
     uv_tcp_nodelay(&client->handle, 1);
     client->id = server.next_id++;
-    client->peer = peer_of(&client->handle);
+    client->peer = net::peer_of(&client->handle);
     server.clients.push_back(client);
     log("client {} connected from {}", client->id, client->peer);
     server.trace.accept(client->id, client->peer);
@@ -388,7 +382,7 @@ void close_client(Server& server, Client& client, std::string_view reason) {
 // SIGINT/SIGTERM: stop accepting and reading, let queued writes finish (for
 // at most the grace period), close everything. uv_run then returns because
 // no handle is left open.
-void on_signal(uv_signal_t* signal, int signum) {
+void begin_shutdown(uv_signal_t* signal, int signum) {
     Server& server = *static_cast<Server*>(signal->data);
     if (server.stopping) return;
     server.stopping = true;
@@ -426,69 +420,53 @@ void maybe_finish(Server& server) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    auto server = std::make_unique<Server>();  // 64 KiB read buffer: not on the stack
-    server->options = cli::parse_server(
+    Server server;
+    server.options = cli::parse_server(
         {.name = "03_libuv_callbacks/server",
          .summary = "the libuv event loop, with callbacks",
          .options = {{.name = "--offload",
                       .value = "",
                       .help = "  run --work on libuv's thread pool, not on the loop"}}},
         {argv, static_cast<std::size_t>(argc)});
-    server->trace = logs::Trace(server->options.trace);
-    server->offload = server->options.extra.contains("--offload");
+    server.trace = logs::Trace(server.options.trace);
+    server.offload = server.options.extra.contains("--offload");
 
-    uv_loop_init(&server->loop);
-    uv_tcp_init(&server->loop, &server->listener);
-    server->listener.data = server.get();
+    uv_loop_init(&server.loop);
+    uv_tcp_init(&server.loop, &server.listener);
+    server.listener.data = &server;
     try {
-        const sockaddr_storage addr =
-            net::resolve(server->options.host, server->options.port, true);
-        if (int rc = uv_tcp_bind(&server->listener, reinterpret_cast<const sockaddr*>(&addr), 0);
-            rc != 0) {
-            throw std::runtime_error(fmt::format(
-                "cannot listen on {}: {}",
-                net::format_address(reinterpret_cast<const sockaddr*>(&addr)), uv_strerror(rc)));
-        }
-        // Errors of bind often show up only at listen.
-        if (int rc =
-                uv_listen(reinterpret_cast<uv_stream_t*>(&server->listener), SOMAXCONN, accept);
-            rc != 0) {
-            throw std::runtime_error(fmt::format("cannot listen: {}", uv_strerror(rc)));
-        }
+        net::listen_uv(&server.listener, server.options.host, server.options.port, accept);
     } catch (const std::exception& e) {
         log("error: {}", e.what());
         return 1;
     }
     // Catch the signals before we say we are ready: a SIGTERM that comes right
     // after "listening on" must stop us gracefully, not kill us.
-    for (uv_signal_t* signal : {&server->sigint, &server->sigterm}) {
-        uv_signal_init(&server->loop, signal);
-        signal->data = server.get();
+    for (uv_signal_t* signal : {&server.sigint, &server.sigterm}) {
+        uv_signal_init(&server.loop, signal);
+        signal->data = &server;
     }
-    uv_signal_start(&server->sigint, on_signal, SIGINT);
-    uv_signal_start(&server->sigterm, on_signal, SIGTERM);
-    uv_timer_init(&server->loop, &server->grace_timer);
-    server->grace_timer.data = server.get();
+    uv_signal_start(&server.sigint, begin_shutdown, SIGINT);
+    uv_signal_start(&server.sigterm, begin_shutdown, SIGTERM);
+    uv_timer_init(&server.loop, &server.grace_timer);
+    server.grace_timer.data = &server;
     // Four checks per stall timeout: a stalled client is cut within 1.25 of it.
     const auto check_every = std::max<std::uint64_t>(
-        1, static_cast<std::uint64_t>(server->options.limits.stall_timeout.count() / 4));
-    uv_timer_init(&server->loop, &server->stall_timer);
-    server->stall_timer.data = server.get();
-    uv_timer_start(&server->stall_timer, check_stalled, check_every, check_every);
+        1, static_cast<std::uint64_t>(server.options.limits.stall_timeout.count() / 4));
+    uv_timer_init(&server.loop, &server.stall_timer);
+    server.stall_timer.data = &server;
+    uv_timer_start(&server.stall_timer, check_stalled, check_every, check_every);
 
-    sockaddr_storage bound{};
-    int len = sizeof bound;
-    uv_tcp_getsockname(&server->listener, reinterpret_cast<sockaddr*>(&bound), &len);
-    net::announce_listening(reinterpret_cast<const sockaddr*>(&bound));
+    net::announce_listening(net::local_of(&server.listener));
     log("mode: libuv, {}, senders paused past {} bytes pending, stall timeout {} ms",
-        server->options.echo ? "echo" : "relay", server->options.limits.max_pending,
-        server->options.limits.stall_timeout.count());
+        server.options.echo ? "echo" : "relay", server.options.limits.max_pending,
+        server.options.limits.stall_timeout.count());
 
-    uv_run(&server->loop, UV_RUN_DEFAULT);
+    uv_run(&server.loop, UV_RUN_DEFAULT);
 
     // uv_run returned: no handle is active. uv_loop_close fails with UV_EBUSY if
     // one was merely forgotten rather than closed -- a leak we want to hear about.
-    if (int rc = uv_loop_close(&server->loop); rc != 0) {
+    if (int rc = uv_loop_close(&server.loop); rc != 0) {
         log("error: uv_loop_close: {}", uv_strerror(rc));
         return 1;
     }

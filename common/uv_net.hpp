@@ -1,0 +1,21 @@
+// net.hpp's plumbing for libuv handles (stages 03 and 04): the same address
+// strings and the same errors, so the libuv stages print what 01 and 02 do.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <string>
+
+namespace net {
+
+// "127.0.0.1:50312" or "[::1]:50312"; "?" if the handle has no address.
+std::string peer_of(const uv_tcp_t* handle);
+std::string local_of(const uv_tcp_t* handle);
+
+// uv_tcp_bind + uv_listen on host:port (0: a free port). Throws
+// std::runtime_error saying why, like net::listen_tcp.
+void listen_uv(uv_tcp_t* listener, const std::string& host, std::uint16_t port,
+               uv_connection_cb on_connection);
+
+}  // namespace net

@@ -15,7 +15,6 @@
 // on_frame, broadcast, send_frame, close_client, then begin_shutdown and main.
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 
 #include <condition_variable>
 #include <csignal>
@@ -104,16 +103,6 @@ void accept(Server& server) {
             continue;
         }
         net::set_nodelay(fd.get());
-        // Flow control comes free here: a receiver that reads slowly makes
-        // send() block, and so holds back the *sender's* thread -- which then
-        // stops reading, and TCP slows that client down. A receiver that does
-        // not read at all would hold it forever: after the stall timeout
-        // send() fails with EAGAIN and we cut that receiver.
-        const auto stall = server.options.limits.stall_timeout;
-        timeval timeout{};
-        timeout.tv_sec = static_cast<decltype(timeout.tv_sec)>(stall.count() / 1000);
-        timeout.tv_usec = static_cast<decltype(timeout.tv_usec)>(stall.count() % 1000 * 1000);
-        ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
 
         auto client = add_client(server, std::move(fd));
         if (!client) return;  // stopping: the Fd closed the connection
@@ -224,13 +213,17 @@ void broadcast(Server& server, const Client& from, std::string_view encoded) {
 }
 
 // There is no on_writable in blocking code: send() simply waits until the
-// kernel has room. That wait is this model's weak spot -- it happens in the
-// *sender's* thread, so a receiver that never reads slows down whoever talks.
+// kernel has room. Flow control comes free: a receiver that reads slowly
+// holds back the *sender's* thread, which then stops reading, and TCP slows
+// that client down. A receiver that does not read at all would hold it
+// forever, so the wait ends once the kernel has taken no byte for the stall
+// timeout, and we cut that receiver. (The price: one slow receiver slows
+// down whoever talks to it.)
 void send_frame(Server& server, Client& to, std::string_view encoded) {
     server.trace.queue(to.id, encoded.size(), encoded.size());
     std::lock_guard lock(to.write_mutex);  // frames from two senders must not interleave
-    if (!net::send_all(to.fd.get(), encoded)) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    if (!net::send_all(to.fd.get(), encoded, server.options.limits.stall_timeout)) {
+        if (errno == ETIMEDOUT) {
             log("client {}: stalled: took no byte for {} ms, disconnecting it", to.id,
                 server.options.limits.stall_timeout.count());
         } else {

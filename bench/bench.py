@@ -290,14 +290,16 @@ def write_results(out, names, notes, echo, fanout, capacity, slow, slow_mb, echo
              f"{machine['memory_gib']} GiB; {machine['kernel']}; {machine['compiler']}; libuv "
              f"{machine['libuv']}; node {machine['node']}; {machine['python']}.", "",
              f"Server pinned to CPU 0, load generator to CPU 1; every server with `GLIBC_TUNABLES="
-             f"{MALLOC_TUNING}` (see bench/README.md); {rounds} round(s), medians with "
-             f"[min-max]; ratio to stage 03 in parentheses. Produced by `./workshop bench"
+             f"{MALLOC_TUNING}` (see bench/README.md); {rounds} round(s)"
+             f"{', medians with [min-max]' if rounds > 1 else ''}; ratio to stage 03 in parentheses."
+             f"{' A quick run is a taste, too short to judge a goal by.' if quick else ''} Produced by `./workshop bench"
              f"{' --quick' if quick else ''}` ([bench/README.md](../README.md)).", ""]
 
     # A summary small enough for a slide (slides/ include it by its anchor).
     sum_case = next((c for c in echo_cases if c == (100, 1024)), echo_cases[-1])
     fan_case = next((n for n in fanout_cases if n == 100), fanout_cases[-1])
-    lines += ["## Summary", "", "<!-- ANCHOR: summary -->",
+    # (A quick run's summary is not for the slides: no anchors.)
+    lines += ["## Summary", ""] + ([] if quick else ["<!-- ANCHOR: summary -->"]) + [
               f"| server | echo, {sum_case[0]} conn x {sum_case[1]} B (msgs/s) | server CPU per message "
               f"| fan-out to {fan_case} (deliveries/s) | bytes per idle connection | stalled reader: peak RSS |",
               "|---|---|---|---|---|---|"]
@@ -322,7 +324,7 @@ def write_results(out, names, notes, echo, fanout, capacity, slow, slow_mb, echo
             c = statistics.median(cpu)
             cpu_cell = f"{c:.1f} us" + (f" ({c / statistics.median(ref_cpu):.2f})" if ref_cpu else "")
         lines.append(f"| {name} | {echo_cell} | {cpu_cell} | {fan_cell} | {per_conn} | {slow_cell} |")
-    lines += ["<!-- ANCHOR_END: summary -->", ""]
+    lines += ([] if quick else ["<!-- ANCHOR_END: summary -->"]) + [""]
 
     # Echo table: messages per second.
     lines += ["## Closed-loop echo: messages per second", "",
@@ -340,7 +342,8 @@ def write_results(out, names, notes, echo, fanout, capacity, slow, slow_mb, echo
                 continue
             (m, lo, hi), r = summary, ref.get(case)
             ratio = f" ({m / r[0]:.2f})" if r else ""
-            cells.append(f"{fmt_rate(m)} [{fmt_rate(lo)}-{fmt_rate(hi)}]{ratio}")
+            spread = f" [{fmt_rate(lo)}-{fmt_rate(hi)}]" if rounds > 1 else ""
+            cells.append(f"{fmt_rate(m)}{spread}{ratio}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
 
     # Server CPU per message: who does the same work with less?

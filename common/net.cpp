@@ -5,6 +5,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 
 #include <cerrno>
@@ -140,16 +141,38 @@ void announce_listening(int listen_fd) {
 // Writing to a peer that has gone raises SIGPIPE, which kills the process.
 // Linux (and the BSDs) take MSG_NOSIGNAL per call; macOS has no such flag, so
 // there we ignore SIGPIPE for the whole process, once, and get EPIPE instead.
-ssize_t send_some(int fd, std::string_view bytes) {
+ssize_t send_some(int fd, std::string_view bytes, int flags) {
 #ifdef MSG_NOSIGNAL
-    return ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    return ::send(fd, bytes.data(), bytes.size(), flags | MSG_NOSIGNAL);
 #else
     static const bool ignored = [] { return ::signal(SIGPIPE, SIG_IGN) != SIG_ERR; }();
     (void)ignored;
-    return ::send(fd, bytes.data(), bytes.size(), 0);
+    return ::send(fd, bytes.data(), bytes.size(), flags);
 #endif
 }
 // ---- end of the platform-specific part ----
+
+bool send_all(int fd, std::string_view bytes, std::chrono::milliseconds stall_timeout) {
+    while (!bytes.empty()) {
+        // Wait for room -- at most stall_timeout since the kernel last took a
+        // byte: each byte it takes starts the clock again.
+        pollfd wanted{.fd = fd, .events = POLLOUT, .revents = 0};
+        const int ready = ::poll(&wanted, 1, static_cast<int>(stall_timeout.count()));
+        if (ready < 0 && errno == EINTR) continue;
+        if (ready < 0) return false;
+        if (ready == 0) {
+            errno = ETIMEDOUT;
+            return false;
+        }
+        const ssize_t n = send_some(fd, bytes, MSG_DONTWAIT);  // what fits, never more
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
+            return false;
+        }
+        bytes.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return true;
+}
 
 bool send_all(int fd, std::string_view bytes) {
     while (!bytes.empty()) {

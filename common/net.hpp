@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -81,12 +82,17 @@ Fd accept_connection(int listen_fd, bool nonblocking);
 
 // One send() of as much of `bytes` as the kernel takes, never raising
 // SIGPIPE (a peer that has gone gives EPIPE). Returns what send() returns.
-ssize_t send_some(int fd, std::string_view bytes);
+ssize_t send_some(int fd, std::string_view bytes, int flags = 0);
 
 // Blocking write of every byte. send() may write fewer bytes than asked (the
 // kernel's send buffer was nearly full, or a signal arrived), so we loop.
 // MSG_NOSIGNAL: writing to a peer that has gone must return EPIPE, not kill the
 // whole process with SIGPIPE. Returns false on error (errno says which).
 bool send_all(int fd, std::string_view bytes);
+
+// The same, but it gives up (false, errno ETIMEDOUT) once the kernel has
+// taken no byte for `stall_timeout`: a blocking write that can tell a slow
+// reader (it takes bytes, slowly) from a stopped one (it takes none).
+bool send_all(int fd, std::string_view bytes, std::chrono::milliseconds stall_timeout);
 
 }  // namespace net

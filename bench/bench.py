@@ -76,10 +76,10 @@ def servers(build):
 MALLOC_TUNING = "glibc.malloc.trim_threshold=268435456"
 
 
-def start(command, extra):
-    """Start a server on CPU 0 and wait for its ready line (never a sleep)."""
+def start(command, extra, cpus="0"):
+    """Start a server on CPU 0 (or `cpus`) and wait for its ready line (never a sleep)."""
     env = dict(os.environ, GLIBC_TUNABLES=MALLOC_TUNING)
-    proc = subprocess.Popen(["taskset", "-c", "0", *command, "--port", "0", *extra], env=env,
+    proc = subprocess.Popen(["taskset", "-c", cpus, *command, "--port", "0", *extra], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline().strip()
     if not line.startswith("listening on "):
@@ -101,6 +101,19 @@ def stop(proc):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+WORK_US = 1000  # --work for the CPU-bound workload: 1 ms of CPU per frame
+
+
+def demo_tool(build, port, *args, timeout=300):
+    """bench/demo.cpp's key=value output as a dict (its latency mode)."""
+    out = subprocess.run(["taskset", "-c", "1", f"{build}/bench/demo_tool", *map(str, args[:1]), "--port", str(port),
+                          *map(str, args[1:])], capture_output=True, text=True, timeout=timeout)
+    fields = dict(f.split("=", 1) for f in out.stdout.split() if "=" in f)
+    if "p99_ms" not in fields:
+        return {"ok": False, "error": fields.get("error", out.stderr.strip()[:200] or "no output")}
+    return {"ok": True, **{k: float(v) for k, v in fields.items()}}
 
 
 def loadgen(build, port, *args, timeout=600):
@@ -148,13 +161,50 @@ class Progress:
         print(f"\r[{self.done}/{self.total} {elapsed:5.0f}s] {what:<60}", end="", file=sys.stderr, flush=True)
 
 
+def run_slow_reader(found, build, megabytes, progress):
+    """A reader and a sender, alone and next to a client that never reads."""
+    slow = {}  # name -> {"alone": result, "stalled": result}
+    for name, command in found.items():
+        for stalled in (0, 1):
+            progress.step(f"slow reader ({'with' if stalled else 'without'} a stalled client): {name}")
+            if name == "raw_epoll":
+                continue
+            proc, port = start(command, [])
+            slow.setdefault(name, {})["stalled" if stalled else "alone"] = loadgen(
+                build, port, "--mode", "slowreader", "--pid", proc.pid, "--stalled", stalled,
+                "--megabytes", megabytes)
+            stop(proc)
+    return slow
+
+
+def run_cpu_bound(found, build, frames, progress):
+    """A CPU-bound handler (--work): a light client's echo latency while a heavy
+    one keeps the server busy, and the heavy one's throughput. Once with the
+    server on one core (as everywhere else here) and once on both: threads
+    need a second core to run in parallel; an event loop cannot use it,
+    unless the work goes to a thread pool (--offload)."""
+    configs = [("01_threads", "01_threads", []), ("02_select", "02_select", []),
+               ("03_libuv", "03_libuv", []), ("03_offload", "03_libuv", ["--offload"]),
+               ("04_coro", "04_coro", []), ("04_offload", "04_coro", ["--offload"])]
+    cpu = {}  # (config, cores) -> result
+    for config, base, extra in configs:
+        for cores, cpus in ((1, "0"), (2, "0,1")):
+            progress.step(f"CPU-bound handler (--work {WORK_US}), {cores} core(s): {config}")
+            proc, port = start(found[base], ["--echo", "--work", str(WORK_US), *extra], cpus=cpus)
+            cpu[(config, cores)] = demo_tool(build, port, "latency", "--frames", frames)
+            stop(proc)
+    return cpu
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a short run (under a minute)")
+    parser.add_argument("--quick", action="store_true", help="a short run: a taste, no verdicts")
     parser.add_argument("--build", default=str(ROOT / "build-release"))
     parser.add_argument("--out", help="where to write (default bench/results, or bench/results/quick)")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--report", action="store_true", help="only rewrite the tables and plots from raw.json")
+    parser.add_argument("--only", choices=["cpu", "slow"],
+                        help="run one workload again and merge it into the existing raw.json")
     args = parser.parse_args()
     # A quick run never overwrites the full results that the slides show.
     out = Path(args.out or ROOT / ("bench/results/quick" if args.quick else "bench/results"))
@@ -176,6 +226,19 @@ def main():
         capacity_max, capacity_step = 19000, 1000
         slow_mb = 1024  # long enough that cutting off the stalled client is a small part of it
 
+    cpu_frames = 100 if args.quick else 400
+    if args.only:
+        raw = load_raw(out / "raw.json")
+        if args.only == "cpu":
+            cpu = run_cpu_bound(found, args.build, cpu_frames, Progress(12))
+            raw["cpu_bound"] = [[list(k), v] for k, v in cpu.items()]
+        else:
+            raw["slow"] = run_slow_reader(found, args.build, slow_mb, Progress(2 * len(found)))
+        print(file=sys.stderr)
+        save_raw(out / "raw.json", raw)
+        write_results(out, **raw)
+        return
+
     # What each server cannot do by design: results, not crashes.
     def cannot(name, workload, connections):
         if name == "raw_epoll" and workload != "echo":
@@ -187,7 +250,7 @@ def main():
     echo = {}     # (name, conns, size) -> [results]
     fanout = {}   # (name, receivers) -> [results]
     notes = dict(skipped)
-    total = rounds * len(found) * (len(echo_cases) + len(fanout_cases)) + 3 * len(found)
+    total = rounds * len(found) * (len(echo_cases) + len(fanout_cases)) + 3 * len(found) + 12
     progress = Progress(total)
 
     for round_ in range(rounds):
@@ -223,17 +286,9 @@ def main():
                 stop(proc)
                 fanout.setdefault((name, receivers), []).append(r)
 
-    slow = {}  # name -> {"alone": result, "stalled": result}
-    for name, command in found.items():
-        for stalled in (0, 1):
-            progress.step(f"slow reader ({'with' if stalled else 'without'} a stalled client): {name}")
-            if name == "raw_epoll":
-                continue
-            proc, port = start(command, [])
-            slow.setdefault(name, {})["stalled" if stalled else "alone"] = loadgen(
-                args.build, port, "--mode", "slowreader", "--pid", proc.pid, "--stalled", stalled,
-                "--megabytes", slow_mb)
-            stop(proc)
+    slow = run_slow_reader(found, args.build, slow_mb, progress)
+
+    cpu = run_cpu_bound(found, args.build, cpu_frames, progress)
 
     capacity = {}
     for name, command in found.items():
@@ -247,6 +302,7 @@ def main():
     print(file=sys.stderr)
 
     raw = dict(names=list(found), notes=notes, echo=echo, fanout=fanout, capacity=capacity, slow=slow,
+               cpu_bound=[[list(k), v] for k, v in cpu.items()],
                slow_mb=slow_mb, echo_cases=echo_cases, fanout_cases=fanout_cases, rounds=rounds,
                quick=args.quick, machine=machine())
     save_raw(out / "raw.json", raw)
@@ -283,7 +339,7 @@ def fmt_rate(v):
 
 
 def write_results(out, names, notes, echo, fanout, capacity, slow, slow_mb, echo_cases, fanout_cases,
-                  rounds, quick, machine):
+                  rounds, quick, machine, cpu_bound=None):
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Benchmark results{' (quick run)' if quick else ''}", "",
              f"One run, {machine['date']}: {machine['cpu']}, {machine['cpus']} CPUs, "
@@ -418,6 +474,33 @@ def write_results(out, names, notes, echo, fanout, capacity, slow, slow_mb, echo
         lines.append(f"| {name} | {alone['mb_per_s']:.0f} | {stalled.get('longest_wait_s', 0):.1f} | "
                      f"{after:.0f} | {ratio:.2f} | {stalled['mb_per_s']:.0f} | {peak:.1f} | {met} |")
 
+    # A CPU-bound handler.
+    cpu = {tuple(k): v for k, v in (cpu_bound or [])}
+    if cpu:
+        lines += ["", f"## A CPU-bound handler: --work {WORK_US} (1 ms of CPU per frame)", "",
+                  "A heavy client keeps 8 frames in flight; a light one sends small frames one at a "
+                  "time and times each echo. The server on one core, then on both (the load "
+                  "generator shares them). Threads (01) need the second core to run the two clients "
+                  "in parallel; one event loop (02, 03, 04) makes the light client wait behind the "
+                  "heavy one's frames, on any number of cores, unless the work goes to a thread "
+                  "pool (--offload).", "",
+                  "| server | 1 core: light p50 (ms) | p99 | heavy frames/s | 2 cores: light p50 (ms) "
+                  "| p99 | heavy frames/s |", "|---|---|---|---|---|---|---|"]
+        with open(out / "cpu.dat", "w") as dat:
+            dat.write("# config p99_1core p99_2cores\n")
+            for config in dict.fromkeys(k[0] for k in cpu):
+                cells, p99 = [], []
+                for cores in (1, 2):
+                    r = cpu.get((config, cores), {})
+                    if r.get("ok"):
+                        cells += [f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['heavy_per_s']:.0f}"]
+                        p99.append(f"{r['p99_ms']:.3f}")
+                    else:
+                        cells += ["--", "--", "--"]
+                        p99.append("NaN")
+                lines.append(f"| {config} | " + " | ".join(cells) + " |")
+                dat.write(f"{config} {' '.join(p99)}\n")
+
     # Capacity.
     lines += ["", "## Idle connections: server memory", "",
               "| server | connections held | RSS at the end (MiB) | bytes per idle connection | threads | note |",
@@ -499,6 +582,17 @@ set output '{out}/memory.png'
 set title 'Server memory with idle connections'
 set xlabel 'idle connections'; set ylabel 'RSS (MiB)'
 plot {series(f'{out}/capacity.dat')}
+"""
+    if (out / "cpu.dat").exists():
+        script += f"""
+set output '{out}/cpu_latency.png'
+set terminal pngcairo size 1000,560 font ',16' noenhanced
+set title 'A CPU-bound handler (--work 1 ms): light client p99 next to a heavy one'
+set xlabel ''; set ylabel 'milliseconds'
+set style data histograms; set style histogram clustered gap 1; set style fill solid 0.9 border -1
+set boxwidth 0.9; set key inside top left; set yrange [0:*]; unset logscale
+set xtics rotate by -20
+plot '{out}/cpu.dat' using 2:xtic(1) title 'server on 1 core' lc rgb '#d95f02', '' using 3 title 'on 2 cores' lc rgb '#1b9e77'
 """
     subprocess.run([gnuplot], input=script, text=True, check=False, stderr=subprocess.DEVNULL)
 

@@ -215,7 +215,7 @@ def main():
     found, skipped = servers(args.build)
     if args.quick:
         rounds, warmup, duration = args.rounds or 1, 0.1, 0.4
-        echo_cases = [(10, 64), (100, 1024)]
+        echo_cases = [(1, 64), (10, 64), (100, 64), (100, 1024)]  # three points to plot
         fanout_cases = [10, 100]
         capacity_max, capacity_step = 2000, 1000
         slow_mb = 20
@@ -556,22 +556,43 @@ def write_results(out, names, notes, echo, fanout, capacity, slow, slow_mb, echo
     print(table)
 
 
+# One colour per server, the same in every plot, none shared (Okabe-Ito and
+# friends: distinct for colour-blind readers too), and a point type each.
+COLOURS = {"01_threads": "#E69F00", "02_select": "#56B4E9", "03_libuv": "#009E73",
+           "04_coro": "#0072B2", "raw_epoll": "#000000", "asio": "#D55E00", "node": "#CC79A7",
+           "asyncio": "#999933", "uvloop": "#882255"}
+
+
+def has_data(datafile, index):
+    """True when block `index` of a gnuplot data file has a number (not NaN)."""
+    blocks = Path(datafile).read_text().split("\n\n\n")
+    if index >= len(blocks):
+        return False
+    return any(len(l.split()) > 1 and l.split()[1] != "NaN"
+               for l in blocks[index].splitlines() if l and not l.startswith("#"))
+
+
 def plot(out, names):
     gnuplot = shutil.which("gnuplot")
     if not gnuplot:
         print("(gnuplot not installed: no plots)", file=sys.stderr)
         return
     def series(datafile):
-        return ", ".join(f"'{datafile}' index {i} with linespoints title '{n}'" for i, n in enumerate(names))
+        # A server with no figure here (raw_epoll in fan-out...) stays out of the legend.
+        return ", ".join(
+            f"'{datafile}' index {i} with linespoints lw 3 pt {i + 4} ps 1.5 "
+            f"lc rgb '{COLOURS.get(n, '#444444')}' title '{n}'"
+            for i, n in enumerate(names) if has_data(datafile, i))
     script = f"""
-set terminal pngcairo size 900,560 font ',11' noenhanced
+set terminal pngcairo size 1200,700 font ',18' noenhanced
 set grid
 set key outside right
 set output '{out}/echo_throughput.png'
-set title 'Closed-loop echo, 64 B frames'
+set title "Closed-loop echo, 64 B frames\\n(flat from 10 on: the one-thread load generator is the limit;\\ncompare servers by CPU per message, in bench.md)"
 set xlabel 'connections'; set ylabel 'messages per second'
 set logscale x
 plot {series(f'{out}/echo.dat')}
+set title
 set output '{out}/fanout_latency.png'
 set title 'Relay fan-out: p99 until the last receiver has the frame'
 set xlabel 'receivers'; set ylabel 'microseconds'
@@ -581,7 +602,10 @@ unset logscale
 set output '{out}/memory.png'
 set title 'Server memory with idle connections'
 set xlabel 'idle connections'; set ylabel 'RSS (MiB)'
+set arrow 1 from 1024, graph 0 to 1024, graph 1 nohead dt 2 lw 2 lc rgb '#56B4E9'
+set label 3 'FD_SETSIZE: 02 stops' at 1200, graph 0.92 tc rgb '#56B4E9'
 plot {series(f'{out}/capacity.dat')}
+unset arrow 1; unset label 3
 """
     if (out / "cpu.dat").exists():
         script += f"""

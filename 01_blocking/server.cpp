@@ -121,9 +121,11 @@ void accept(Server& server) {
             ++server.running_threads;
         }
         try {
+            // ANCHOR: thread-start
             // Detached: the thread ends with its connection, and main waits for
             // running_threads to reach zero before exiting.
             std::thread([&server, client] { serve_client(server, client); }).detach();
+            // ANCHOR_END: thread-start
         } catch (const std::system_error& e) {
             // Out of threads (or memory for their stacks): the cost of this model.
             {
@@ -140,11 +142,12 @@ void serve_client(Server& server, const std::shared_ptr<Client>& client) {
     frame::Decoder decoder(server.options.max_frame);
     char buffer[64 * 1024];
     std::string reason = "end of stream";
-    // ANCHOR: blocking-read
     while (true) {
+        // ANCHOR: blocking-recv
         // Blocks until at least one byte arrives. It returns whatever is there:
         // maybe half a header, maybe ten frames. The decoder sorts that out.
         ssize_t n = ::recv(client->fd.get(), buffer, sizeof buffer, 0);
+        // ANCHOR_END: blocking-recv
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
             reason = std::strerror(errno);
@@ -164,7 +167,6 @@ void serve_client(Server& server, const std::shared_ptr<Client>& client) {
             break;
         }
     }
-    // ANCHOR_END: blocking-read
     close_client(server, client, reason);
     if (server.options.mode == "threads") {
         std::lock_guard lock(server.mutex);

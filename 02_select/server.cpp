@@ -366,6 +366,7 @@ void run(Server& server) {
         }
 
         if (FD_ISSET(server.signals.get(), &readable)) begin_shutdown(server);
+        // ANCHOR: readiness
         if (server.listener && FD_ISSET(server.listener.get(), &readable)) accept(server);
         // Clients accepted just now are at the end and were not in the sets.
         for (std::size_t i = 0; i < server.clients.size(); ++i) {
@@ -373,6 +374,7 @@ void run(Server& server) {
             if (client.fd && FD_ISSET(client.fd.get(), &readable)) on_readable(server, client);
             if (client.fd && FD_ISSET(client.fd.get(), &writable)) on_writable(server, client);
         }
+        // ANCHOR_END: readiness
     }
 }
 

@@ -117,7 +117,9 @@ void alloc_buffer(uv_handle_t* handle, std::size_t, uv_buf_t* buf) {
 }
 
 void start_reading(Client& client) {
+    // ANCHOR: read-start
     uv_read_start(reinterpret_cast<uv_stream_t*>(&client.handle), alloc_buffer, on_readable);
+    // ANCHOR_END: read-start
 }
 
 // Called by libuv when the listener has a connection waiting.
@@ -153,11 +155,13 @@ void accept(uv_stream_t* listener, int status) {
     start_reading(*client);
 }
 
+// ANCHOR: read-callback
 // Called by libuv after each read: nread bytes, or end of stream, or an error.
 void on_readable(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
     Client& client = *static_cast<Client*>(stream->data);
     Server& server = *client.server;
     if (nread == 0) return;  // nothing this time (libuv's EAGAIN)
+    // ANCHOR_END: read-callback
     if (nread == UV_EOF) {
         uv_read_stop(stream);
         if (client.decoder.mid_frame()) {
@@ -173,9 +177,11 @@ void on_readable(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
         close_client(server, client, uv_strerror(static_cast<int>(nread)));
         return;
     }
+    // ANCHOR: read-bytes
     server.trace.read(client.id, static_cast<std::size_t>(nread));
     client.decoder.feed({buf->base, static_cast<std::size_t>(nread)});
     relay_frames(server, client);
+    // ANCHOR_END: read-bytes
 }
 
 // Every complete frame in the client's decoder -- until relaying one pauses
@@ -263,7 +269,6 @@ void broadcast(Server& server, Client& from, const std::shared_ptr<const std::st
 void send_frame(Server& server, Client& from, Client& to,
                 const std::shared_ptr<const std::string>& frame) {
     if (to.closing) return;
-    // ANCHOR: uv-write
     auto* request = new WriteRequest{.req = {}, .client = &to, .frame = frame};
     request->req.data = request;
     // uv_write copies this small descriptor, not the bytes it points to: those
@@ -277,7 +282,6 @@ void send_frame(Server& server, Client& from, Client& to,
         close_client(server, to, uv_strerror(rc));
         return;
     }
-    // ANCHOR_END: uv-write
     if (to.queued == 0) to.last_progress = Clock::now();  // the stall clock starts
     to.queued += frame->size();
     server.trace.queue(to.id, frame->size(), to.queued);

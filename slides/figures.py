@@ -9,8 +9,11 @@ The charts take their numbers from the measurements, never from this file:
   slides/data/trace-*.txt    the timeline (slides/trace_run.py)
 The diagrams (the event loop, the callback flow, a coroutine suspending) are
 drawn here too, so that both languages share one layout. Every label is 20
-units or more in a picture the slides show at 1:1 or larger, which the
-browser test checks (18 px at least), with no two labels overlapping.
+units or more in a picture the slides show at 1:1 or larger (the event loop,
+shown at 0.95, has 26-unit labels), which the browser test checks (18 px at
+least), with no two labels overlapping. No label crosses an arrow either:
+the test does not check that, so look at the screenshots. Numbers follow the
+language: 2,048.5 in English, 2048,5 in Spanish.
 """
 import re
 import statistics
@@ -31,6 +34,9 @@ T = {
         "memory": "Server memory per idle connection, 19000 connections held",
         "memory_note": "02 select: stops at 1000 (FD_SETSIZE = 1024)",
         "stalled": "Peak server memory while one client never reads (1 GiB relayed)",
+        "families": {"ours": "ours (01–04)", "cpp": "Asio (C++)", "node": "Node.js",
+                     "python": "Python (asyncio, uvloop)"},
+        "names": {},
         "cpu": "A light client's p99 round trip while a heavy one sends 1 ms CPU frames",
         "offload": "--offload",
         "loop_title": "The event loop",
@@ -38,38 +44,47 @@ T = {
                  "run its callback", "it starts more I/O"],
         "cb_title": "The callback flow of stage 03",
         "cb": ["accept", "alloc", "on_readable", "decode", "uv_write", "close_client", "close callback: free",
-               "on_write_done: the buffer may go", "EOF, error, limit"],
+               "on_write_done: the buffer may go", "EOF, error, limit", "back to the loop"],
         "co_title": "A coroutine suspends at co_await and the loop resumes it",
         "co": ["handle_connection (one per client)", "event loop (libuv)", "co_await frames.next()",
                "suspends: back to the loop", "bytes arrived:", "resume here", "co_await again",
                "other clients' callbacks and coroutines run here"],
         "tl_title": "Two clients, three frames each, --work on every frame: measured with --trace",
         "tl_01": "01 threads: a thread per client, both frames in progress at once",
-        "tl_02": "02 select: one thread, the frames take turns",
+        "tl_02": "02 select: one thread, the frames wait in line",
         "tl_axis": "ms since the first frame",
         "client": "client",
+        "decimal": ".", "thousands": ",",
     },
     "es": {
         "memory": "Memoria del servidor por conexión inactiva, con 19000 conexiones",
         "memory_note": "02 select: se para en 1000 (FD_SETSIZE = 1024)",
-        "stalled": "Pico de memoria del servidor con un cliente que nunca lee (1 GiB)",
-        "cpu": "p99 de ida y vuelta de un cliente ligero junto a uno pesado (1 ms de CPU por trama)",
+        "stalled": "Pico de memoria con un cliente que nunca lee (1 GiB retransmitido)",
+        "families": {"ours": "los nuestros (01–04)", "cpp": "Asio (C++)", "node": "Node.js",
+                     "python": "Python (asyncio, uvloop)"},
+        # The servers' names in bench.md and slides/data/cpu-bound.txt, in Spanish.
+        "names": {"01_threads": "01 hilos", "02_select": "02 select", "03_libuv": "03 libuv",
+                  "04_coro": "04 corrutinas", "01 threads": "01 hilos", "04 coro": "04 corrutinas"},
+        "cpu": "p99 de ida y vuelta del cliente ligero (el pesado: 1 ms de CPU por trama)",
         "offload": "--offload",
         "loop_title": "El bucle de eventos",
         "loop": ["el bucle", "(un hilo)", "esperar: epoll / select", "listo: ¿quién sigue?",
-                 "ejecutar su callback", "lanza más E/S"],
+                 "ejecutar su callback", "lanzar más E/S"],
         "cb_title": "El flujo de callbacks de la etapa 03",
         "cb": ["accept", "alloc", "on_readable", "decodificar", "uv_write", "close_client",
-               "callback de cierre: liberar", "on_write_done: se suelta el búfer", "EOF, error, límite"],
+               "callback de cierre: liberar", "on_write_done: se libera el búfer", "EOF, error, límite",
+               "vuelta al bucle"],
         "co_title": "Una corrutina se suspende en co_await y el bucle la reanuda",
         "co": ["handle_connection (una por cliente)", "bucle de eventos (libuv)", "co_await frames.next()",
-               "se suspende: vuelve al bucle", "llegaron bytes:", "sigue aquí", "co_await otra vez",
+               "se suspende: vuelve al bucle", "llegaron bytes:", "se reanuda aquí", "co_await otra vez",
                "aquí corren los callbacks y corrutinas de otros clientes"],
         "tl_title": "Dos clientes, tres tramas cada uno, --work en cada trama: medido con --trace",
         "tl_01": "01 hilos: un hilo por cliente, las dos tramas en curso a la vez",
-        "tl_02": "02 select: un hilo, las tramas se turnan",
+        "tl_02": "02 select: un hilo, las tramas esperan en fila",
         "tl_axis": "ms desde la primera trama",
         "client": "cliente",
+        # Spanish numbers: a decimal comma, no thousands separator (2048 MiB).
+        "decimal": ",", "thousands": "",
     },
 }
 
@@ -95,37 +110,59 @@ def table(md, heading):
     return [dict(zip(head, (c.strip() for c in r.strip("|").split("|")))) for r in rows[2:]]
 
 
-def bars(title, items, unit_fmt, note=None, width=1160):
-    """Horizontal bars: items are (label, value, family)."""
-    row, top, left, right = 50, 70, 230, 200
+def num(v, decimals, t):
+    """v with `decimals` decimals, in the language's format: 2,048.5 or 2048,5."""
+    s = f"{v:,.{decimals}f}"
+    return s.replace(",", "\0").replace(".", t["decimal"]).replace("\0", t["thousands"])
+
+
+def legend(x, y, families, t, vertical=False):
+    """A square of each family's colour and its name, in a row (or a column)."""
+    body = ""
+    for family in families:
+        label = t["families"][family]
+        body += f'  <rect x="{x}" y="{y - 21}" width="26" height="26" fill="{COLOURS[family]}"/>\n'
+        body += text(x + 36, y, label)
+        if vertical:
+            y += 36
+        else:
+            x += 36 + round(len(label) * 11.5) + 40  # DejaVu Sans at 22: about 11.3 units a character
+    return body
+
+
+def bars(title, items, unit_fmt, t, note=None, width=1160, families=None, row=50, bar=32):
+    """Horizontal bars: items are (label, value, family). families: a legend
+    under the title."""
+    top, left, right = (110 if families else 70), 230, 200
     height = top + row * len(items) + (50 if note else 15)
     top_value = max(v for _, v, _ in items)
     body = text(10, 34, title, size=24, weight="bold")
+    if families:
+        body += legend(10, 80, families, t)
     for i, (label, value, family) in enumerate(items):
-        y = top + i * row
+        middle = top + i * row + row / 2 - 3
         w = max(3, (width - left - right) * value / top_value)
-        body += text(left - 14, y + 28, label, anchor="end")
-        body += f'  <rect x="{left}" y="{y + 6}" width="{w:.1f}" height="32" fill="{COLOURS[family]}"/>\n'
-        body += text(left + w + 12, y + 30, unit_fmt(value), weight="bold")
+        body += text(left - 14, middle + 7, t["names"].get(label, label), anchor="end")
+        body += f'  <rect x="{left}" y="{middle - bar / 2:.1f}" width="{w:.1f}" height="{bar}" fill="{COLOURS[family]}"/>\n'
+        body += text(left + w + 12, middle + 8, unit_fmt(value), weight="bold")
     if note:
         body += text(left, height - 18, note, fill="#444")
     return svg(width, height, title, body)
 
 
-def kib(b):
-    return f"{b / 1024:.1f} KiB" if b >= 1024 else f"{b:.0f} B"
-
-
 def memory(md, t):
     rows = [r for r in table(md, "Idle connections") if r["connections held"] == "19000"]
     items = [(r["server"], float(r["bytes per idle connection"]), FAMILY[r["server"]]) for r in rows]
-    return bars(t["memory"], items, kib, note=t["memory_note"])
+    kib = lambda b: f"{num(b / 1024, 1, t)} KiB" if b >= 1024 else f"{num(b, 0, t)} B"
+    families = [f for f in COLOURS if any(family == f for _, _, family in items)]
+    return bars(t["memory"], items, kib, t, note=t["memory_note"], families=families)
 
 
 def stalled(md, t):
     rows = table(md, "A stalled receiver")
     items = [(r["server"], float(r["peak RSS (MiB)"]), FAMILY[r["server"]]) for r in rows]
-    return bars(t["stalled"], items, lambda v: f"{v:,.0f} MiB" if v >= 100 else f"{v:.1f} MiB")
+    # Compact rows: the slide has three lines of text under the chart.
+    return bars(t["stalled"], items, lambda v: f"{num(v, 0 if v >= 100 else 1, t)} MiB", t, row=40, bar=28)
 
 
 def cpu_bound(t):
@@ -137,22 +174,23 @@ def cpu_bound(t):
         runs.setdefault(label, []).append(float(re.search(r"p99_ms=([\d.]+)", fields)[1]))
     items = [(label, statistics.median(v), "ours" if "offload" not in label else "node")
              for label, v in runs.items()]
-    return bars(t["cpu"], items, lambda v: f"{v:.1f} ms")
+    return bars(t["cpu"], items, lambda v: f"{num(v, 1, t)} ms", t)
 
 
 def event_loop(t):
+    # Drawn at 1160 units and shown at 1100 px: the 26-unit labels are about 25 px.
     L = t["loop"]
-    body = '  <circle cx="480" cy="250" r="150" fill="none" stroke="#336" stroke-width="3" stroke-dasharray="10 6"/>\n'
-    body += text(480, 245, L[0], size=28, anchor="middle", fill="#336")
-    body += text(480, 280, L[1], size=22, anchor="middle", fill="#336")
-    boxes = [(480, 40), (790, 250), (480, 460), (170, 250)]
+    body = '  <circle cx="580" cy="215" r="120" fill="none" stroke="#336" stroke-width="3" stroke-dasharray="10 6"/>\n'
+    body += text(580, 212, L[0], size=30, anchor="middle", fill="#336")
+    body += text(580, 248, L[1], size=26, anchor="middle", fill="#336")
+    boxes = [(580, 40), (940, 215), (580, 390), (220, 215)]
     for (cx, cy), label in zip(boxes, L[2:]):
-        body += f'  <rect x="{cx - 150}" y="{cy - 28}" width="300" height="56" rx="10" fill="#eef" stroke="#336" stroke-width="2"/>\n'
-        body += text(cx, cy + 8, label, anchor="middle")
+        body += f'  <rect x="{cx - 200}" y="{cy - 31}" width="400" height="62" rx="10" fill="#eef" stroke="#336" stroke-width="2"/>\n'
+        body += text(cx, cy + 9, label, size=26, anchor="middle")
     body += '  <g stroke="#333" stroke-width="2.5" fill="none" marker-end="url(#arrow)">\n'
-    body += ('    <path d="M632,50 Q770,80 790,220"/>\n    <path d="M790,280 Q770,420 632,450"/>\n'
-             '    <path d="M328,450 Q190,420 170,280"/>\n    <path d="M170,220 Q190,80 328,50"/>\n  </g>\n')
-    return svg(960, 500, t["loop_title"], body)
+    body += ('    <path d="M782,40 Q930,50 940,182"/>\n    <path d="M940,248 Q930,380 782,390"/>\n'
+             '    <path d="M378,390 Q230,380 220,248"/>\n    <path d="M220,182 Q230,50 378,40"/>\n  </g>\n')
+    return svg(1160, 430, t["loop_title"], body)
 
 
 def callbacks(t):
@@ -171,30 +209,34 @@ def callbacks(t):
     for x1, x2 in [(170, 198), (350, 378), (560, 588), (760, 788)]:
         body += f'    <path d="M{x1},68 L{x2},68"/>\n'
     body += '    <path d="M470,96 L470,248"/>\n    <path d="M560,278 L618,278"/>\n'
-    # uv_write's completion comes back to the loop, below the row: it ends
-    # under uv_write's own box, not in "decode".
-    body += '    <path d="M865,96 L865,150 Q865,170 845,170 L700,170" stroke-dasharray="6 5"/>\n  </g>\n'
+    # uv_write's completion comes back through the loop, which goes on
+    # reading: the dashed arrow returns to on_readable.
+    body += ('    <path d="M865,96 L865,158 Q865,172 851,172 L534,172 Q520,172 520,158 L520,99"'
+             ' stroke-dasharray="6 5"/>\n  </g>\n')
+    body += text(692, 160, L[9], anchor="middle", fill="#444")
     body += text(945, 215, L[7], anchor="end", fill="#444")
     body += text(250, 180, L[8], fill="#444")
     return svg(960, 330, t["cb_title"], body)
 
 
 def coroutine(t):
+    # Every label sits beside an arrow, never across one: the arrows at x =
+    # 330 (suspend), 740 (resume) and 900 (suspend again).
     L = t["co"]
     body = text(20, 34, L[0], size=24, fill="#336", weight="bold")
-    body += text(20, 300, L[1], size=24, fill="#336", weight="bold")
-    body += '  <line x1="20" y1="60" x2="940" y2="60" stroke="#ccc"/>\n  <line x1="20" y1="270" x2="940" y2="270" stroke="#ccc"/>\n'
-    body += '  <g stroke="#2e8540" stroke-width="10"><line x1="30" y1="90" x2="200" y2="90"/><line x1="500" y1="90" x2="680" y2="90"/></g>\n'
-    body += '  <g stroke="#a03060" stroke-width="10"><line x1="200" y1="340" x2="500" y2="340"/><line x1="680" y1="340" x2="930" y2="340"/></g>\n'
+    body += text(342, 312, L[1], size=24, fill="#336", weight="bold")
+    body += '  <line x1="20" y1="60" x2="1140" y2="60" stroke="#ccc"/>\n  <line x1="20" y1="270" x2="1140" y2="270" stroke="#ccc"/>\n'
+    body += '  <g stroke="#2e8540" stroke-width="10"><line x1="30" y1="90" x2="330" y2="90"/><line x1="740" y1="90" x2="900" y2="90"/></g>\n'
+    body += '  <g stroke="#a03060" stroke-width="10"><line x1="330" y1="340" x2="740" y2="340"/><line x1="900" y1="340" x2="1130" y2="340"/></g>\n'
     body += ('  <g stroke="#333" stroke-width="2.5" fill="none" marker-end="url(#arrow)">\n'
-             '    <path d="M200,96 L200,330"/>\n    <path d="M500,330 L500,100"/>\n    <path d="M680,96 L680,330"/>\n  </g>\n')
-    body += text(212, 135, L[2])
-    body += text(212, 165, L[3])
-    body += text(490, 200, L[4], anchor="end")
-    body += text(490, 230, L[5], anchor="end")
-    body += text(692, 135, L[6])
-    body += text(20, 385, L[7])
-    return svg(960, 400, t["co_title"], body)
+             '    <path d="M330,96 L330,330"/>\n    <path d="M740,330 L740,100"/>\n    <path d="M900,96 L900,330"/>\n  </g>\n')
+    body += text(342, 135, L[2])
+    body += text(342, 165, L[3])
+    body += text(728, 210, L[4], anchor="end")
+    body += text(728, 240, L[5], anchor="end")
+    body += text(912, 135, L[6])
+    body += text(342, 385, L[7])
+    return svg(1160, 410, t["co_title"], body)
 
 
 def timeline(t):
@@ -231,7 +273,9 @@ def timeline(t):
             y += 46
         y += 10
     body += f'  <line x1="{left}" y1="{y}" x2="{width - 30}" y2="{y}" stroke="#333"/>\n'
-    step = 2 if end < 16 else 5
+    # A tick every 2, 5, 10, 20 or 50 ms: a dozen labels at most, "100" and
+    # "110" well apart.
+    step = next(st for st in (2, 5, 10, 20, 50) if end / st <= 13)
     for ms in range(0, int(end) + 1, step):
         x = left + ms * scale
         body += f'  <line x1="{x:.1f}" y1="{y}" x2="{x:.1f}" y2="{y + 8}" stroke="#333"/>\n'

@@ -24,11 +24,12 @@ constexpr int self = 0;  // the client's own events are traced as client=0
 
 class Client {
   public:
-    explicit Client(const logs::Trace& trace) : trace_(trace) {}
+    explicit Client(logs::Trace& trace) : trace_(trace) {}
 
     Task<void> connect(std::string host, std::uint16_t port) {
         auto [reader, writer] = co_await coro::open_connection(std::move(host), port);
         writer_ = writer;
+        trace_.connected(writer_.local(), writer_.peer());
         writer_.on_written([this](std::size_t n) { trace_.write(self, n); });
         frames_.emplace(reader);
         frames_->on_bytes = [this](std::size_t n) { trace_.read(self, n); };
@@ -49,7 +50,7 @@ class Client {
     void close() { writer_.close(); }
 
   private:
-    const logs::Trace& trace_;
+    logs::Trace& trace_;
     coro::StreamWriter writer_;
     std::optional<frame::FrameReader> frames_;
 };
@@ -68,7 +69,7 @@ Task<void> send_lines(Client& client) {
     client.finish_sending();  // half-close: the server closes when done with us
 }
 
-Task<int> main_task(const cli::ClientOptions& options, const logs::Trace& trace) {
+Task<int> main_task(const cli::ClientOptions& options, logs::Trace& trace) {
     Client client(trace);
     try {
         co_await client.connect(options.host, options.port);
@@ -108,7 +109,7 @@ int main(int argc, char** argv) {
     const auto options = cli::parse_client(
         {.name = "04_coroutines/client", .summary = "chat client with C++20 coroutines"},
         {argv, static_cast<std::size_t>(argc)});
-    const logs::Trace trace(options.trace);
+    logs::Trace trace(options.trace);
     try {
         return coro::run(main_task(options, trace));
     } catch (const std::exception& e) {

@@ -97,7 +97,8 @@ class StreamWriter {
     Task<void> wait_closed() { return detail::wait_closed(s_); }
     // Called with the size of each completed write (for tracing).
     void on_written(std::function<void(std::size_t)> f) { s_->on_written = std::move(f); }
-    std::string peer() const { return s_->address(true); }  // "127.0.0.1:5555", or "?"
+    std::string peer() const { return s_->address(true); }    // "127.0.0.1:5555", or "?"
+    std::string local() const { return s_->address(false); }  // our end of it
 
   private:
     std::shared_ptr<detail::Stream> s_;

@@ -13,7 +13,7 @@ In a source file:             In a deck:
 The check fails when an excerpt differs from its source region, names a file
 or region that does not exist, when a region no deck uses, when the decks do
 not show the same excerpts, when an excerpt line is too long for a slide, or an excerpt has more
-than MAX_LINES lines.
+than MAX_LINES lines -- or when what they say the runtime weighs is off.
 """
 import re
 import sys
@@ -38,6 +38,27 @@ MAX_LINES = 12  # an excerpt is the heart of a thing, not a file
 INCLUDE = re.compile(r"<!-- include: (?P<file>[^#\s]+)#(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- end include -->", re.S)
 MD_ANCHOR = re.compile(r"^<!-- ANCHOR(?P<end>_END)?: (?P<name>[\w-]+) -->$")
 INCLUDED = ["bench/results/bench.md"]
+
+# What the decks and the stage README say the runtime weighs must stay
+# within 10% of what coro/ holds (comments included).
+SIZE_CLAIMS = [
+    (ROOT / "slides/talk.en.md", r"runtime is about (\d+) lines"),
+    (ROOT / "slides/talk.es.md", r"runtime tiene unas (\d+)\s+líneas"),
+    (ROOT / "04_coroutines/README.md", r"about (\d+) lines with comments"),
+]
+
+
+def size_problems():
+    actual = sum(len(p.read_text().splitlines()) for p in (ROOT / "04_coroutines/coro").rglob("*") if p.is_file())
+    problems = []
+    for path, pattern in SIZE_CLAIMS:
+        m = re.search(pattern, path.read_text())
+        if m is None:
+            problems.append(f"{path.relative_to(ROOT)}: no statement of the runtime's size")
+        elif abs(int(m[1]) - actual) > actual / 10:
+            problems.append(f"{path.relative_to(ROOT)}: says the runtime is {m[1]} lines; coro/ has {actual}")
+    return problems
+
 
 EXCERPT = re.compile(r"<!-- excerpt: (?P<file>[^#\s]+)#(?P<name>[\w-]+) -->\n```(?P<lang>\w*)\n(?P<code>.*?)```",
                      re.S)
@@ -140,6 +161,7 @@ def main():
     decks = list(per_deck.values())
     if any(d != decks[0] for d in decks[1:]):
         problems.append("the decks do not show the same excerpts in the same order")
+    problems += size_problems()
     for p in problems:
         print(p, file=sys.stderr)
     if problems:

@@ -273,6 +273,23 @@ TEST(Gather, ReturnsResultsInOrder) {
     EXPECT_EQ(coro::run(main()), (std::vector<int>{1, 2, 3}));
 }
 
+// A result is moved out of its task once: gather must not hand back what is
+// left behind (an int survives a second move; a string is empty after it).
+TEST(Gather, ReturnsResultsThatCanOnlyBeMovedOnce) {
+    auto main = []() -> Task<std::vector<std::string>> {
+        auto word = [](std::string w) -> Task<std::string> {
+            co_await coro::sleep(1ms);
+            co_return w;
+        };
+        std::vector<Task<std::string>> tasks;
+        tasks.push_back(word("first, long enough not to fit in a short string"));
+        tasks.push_back(word("second"));
+        co_return co_await coro::gather(std::move(tasks));
+    };
+    EXPECT_EQ(coro::run(main()), (std::vector<std::string>{
+                                     "first, long enough not to fit in a short string", "second"}));
+}
+
 TEST(Gather, TheFirstErrorCancelsTheRest) {
     auto main = []() -> Task<std::string> {
         int cancelled = 0;

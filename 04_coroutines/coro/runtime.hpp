@@ -141,8 +141,10 @@ class TaskGroup {
 };
 
 // Suspends the calling task for `delay`. Cancellable.
-inline detail::Sleep sleep(std::chrono::milliseconds delay) {
-    return detail::Sleep(delay);
+inline Task<void> sleep(std::chrono::milliseconds delay) {
+    detail::WaitList woken;
+    detail::Timer timer(delay, [&woken] { woken.wake_all(); });  // (a cancel stops it)
+    co_await detail::park(woken);
 }
 
 // Awaits `task` for at most `timeout`. On timeout the task is cancelled, and
@@ -165,9 +167,9 @@ Task<T> wait_for(Task<T> task, std::chrono::milliseconds timeout) {
 
 // Runs the tasks concurrently; their results, in order. The first to fail
 // cancels the others, and once all have finished gather rethrows its error.
+// (Task<std::vector<T>>, or Task<void> for tasks of void.)
 template <typename T>
-Task<std::vector<T>> gather(std::vector<Task<T>> tasks);
-Task<void> gather(std::vector<Task<void>> tasks);
+Task<detail::Gathered<T>> gather(std::vector<Task<T>> tasks);
 
 // Runs fn() -- blocking work: a file, a lookup, a computation -- on libuv's
 // thread pool (uv_queue_work), and resumes the task with its result or

@@ -9,18 +9,9 @@
 //   almost always a bug.
 // - An exception thrown inside propagates to whoever awaits it.
 //
-// How a child starts: Lewis Baker's pattern ("C++ Coroutines: Understanding
-// Symmetric Transfer"). The task is started lazily by its parent's
-// await_suspend, and at its end final_suspend hands control back by returning
-// the parent's handle -- a symmetric transfer, which should be a tail call so
-// the stack stays flat. Baker's await_suspend returns the child's handle too;
-// ours resumes the child directly, because g++ 12 makes no tail call at -O0
-// or under sanitizers, and a million awaits of children that finish at once
-// would overflow the stack. A child that finishes before resume() returns
-// makes await_suspend return false: the parent just goes on. Only a child
-// that really suspended (for I/O, a timer) is resumed later, from the loop,
-// on a fresh stack -- and its final_suspend transfers to the parent: one
-// level deep, never a million.
+// How a child starts (Lewis Baker's symmetric-transfer pattern, and why ours
+// resumes the child inside await_suspend instead of returning its handle: g++
+// 12 makes no tail call at -O0): 04_coroutines/README.md, "Compiler traps".
 #pragma once
 
 #include <coroutine>

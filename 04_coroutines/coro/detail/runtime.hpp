@@ -122,22 +122,6 @@ class Timer {
     std::function<void()> fire_;
 };
 
-// sleep(): a Park on a list of its own, woken by a timer.
-class Sleep final : public Park {
-  public:
-    explicit Sleep(std::chrono::milliseconds delay) : Park(waiters_), delay_(delay) {}
-    bool await_suspend(std::coroutine_handle<> h) {
-        if (!Park::await_suspend(h)) return false;
-        timer_.emplace(delay_, [this] { waiters_.wake_all(); });
-        return true;
-    }
-
-  private:
-    WaitList waiters_;
-    std::chrono::milliseconds delay_;
-    std::optional<Timer> timer_;  // stopped when we go, if cancelled first
-};
-
 void report_unretrieved(const std::exception_ptr& error);  // on stderr
 void track(TaskRoot* root);  // run() cancels what is still running at the end
 void untrack(TaskRoot* root);
@@ -225,6 +209,9 @@ Driver drive(std::shared_ptr<SpawnState<T>> s) {
     }
     s->finish();
 }
+
+template <typename T>
+using Gathered = std::conditional_t<std::is_void_v<T>, void, std::vector<T>>;  // gather's result
 
 template <typename T>
 std::shared_ptr<SpawnState<T>> start(std::shared_ptr<SpawnState<T>> s) {

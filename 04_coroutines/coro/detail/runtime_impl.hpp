@@ -21,12 +21,11 @@ T run(Task<T> main) {
     return handle.result();
 }
 
-namespace detail {
-// gather's work: spawn every task and wait for each to end. The first error
-// cancels the others. A cancel of gather passes on to the child it awaits
-// (see Join), and through that child's CancelledError to all the others.
+// Every child is awaited to its end, so none is left running on its own; the
+// first error cancels the others. A cancel of gather passes on to the child it
+// awaits (see Join), and through that child's CancelledError to all the others.
 template <typename T>
-Task<std::vector<JoinHandle<T>>> spawn_all(std::vector<Task<T>> tasks) {
+Task<detail::Gathered<T>> gather(std::vector<Task<T>> tasks) {
     std::vector<JoinHandle<T>> children;
     for (auto& task : tasks)
         children.push_back(spawn(std::move(task)));
@@ -40,28 +39,21 @@ Task<std::vector<JoinHandle<T>>> spawn_all(std::vector<Task<T>> tasks) {
             }
         });
     }
+    std::conditional_t<std::is_void_v<T>, bool, std::vector<T>> results{};
     for (auto& child : children) {
         try {
-            co_await child;  // to its end: no child is left running on its own
+            // Each result is taken once, here: a JoinHandle's result moves out.
+            if constexpr (std::is_void_v<T>) {
+                co_await child;
+            } else {
+                results.push_back(co_await child);
+            }
         } catch (...) {
             // (on_done has seen it)
         }
     }
     if (first_error) std::rethrow_exception(first_error);
-    co_return children;
-}
-}  // namespace detail
-
-template <typename T>
-Task<std::vector<T>> gather(std::vector<Task<T>> tasks) {
-    std::vector<T> results;
-    for (auto& child : co_await detail::spawn_all(std::move(tasks)))
-        results.push_back(child.result());
-    co_return results;
-}
-
-inline Task<void> gather(std::vector<Task<void>> tasks) {
-    co_await detail::spawn_all(std::move(tasks));
+    if constexpr (!std::is_void_v<T>) co_return results;
 }
 
 namespace detail {

@@ -7,6 +7,7 @@
 
 #include "../streams.hpp"
 #include "net.hpp"
+#include "uv_net.hpp"
 
 namespace coro {
 namespace detail {
@@ -89,13 +90,8 @@ void Stream::abort() {
 }
 
 std::string Stream::address(bool peer) const {
-    sockaddr_storage addr{};
-    int len = sizeof addr;
-    auto* a = reinterpret_cast<sockaddr*>(&addr);
-    if (!handle || handle->uv.handle.type != UV_TCP ||
-        (peer ? uv_tcp_getpeername : uv_tcp_getsockname)(&handle->uv.tcp, a, &len) != 0)
-        return "?";
-    return net::format_address(a);
+    if (!handle || handle->uv.handle.type != UV_TCP) return "?";  // closed, or stdin
+    return peer ? net::peer_of(&handle->uv.tcp) : net::local_of(&handle->uv.tcp);
 }
 
 std::shared_ptr<Stream> tcp_stream() {
@@ -290,8 +286,6 @@ Task<void> Server::wait_closed() {
 
 Task<Server> start_server(Server::Handler handler, std::string host, std::uint16_t port,
                           TaskGroup connections) {
-    const sockaddr_storage addr = net::resolve(host, port, true);
-    const auto* a = reinterpret_cast<const sockaddr*>(&addr);
     auto* h = new detail::Handle;
     uv_tcp_init(detail::loop(), &h->uv.tcp);
     auto s = std::make_shared<Server::State>(h);
@@ -313,12 +307,7 @@ Task<Server> start_server(Server::Handler handler, std::string host, std::uint16
             return handler(StreamReader(stream), StreamWriter(stream));
         });
     };
-    int rc = uv_tcp_bind(&h->uv.tcp, a, 0);
-    if (rc == 0) rc = uv_listen(h->stream(), SOMAXCONN, on_connection);
-    if (rc != 0) {
-        throw ConnectionError(
-            fmt::format("cannot listen on {}: {}", net::format_address(a), uv_strerror(rc)), rc);
-    }
+    net::listen_uv(&h->uv.tcp, host, port, on_connection);  // or throws, saying why
     co_return Server(s);
 }
 

@@ -36,7 +36,7 @@ using logs::log;
 namespace {
 
 struct Client {
-    int id;
+    int id = 0;
     std::string peer;
     // Closed when the last shared_ptr<Client> goes away, so a thread that is
     // still writing to this client never writes to a reused descriptor number.

@@ -22,7 +22,7 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
+#include <csignal>
 #include <memory>
 #include <string>
 #include <vector>
@@ -330,8 +330,8 @@ void on_write_done(uv_write_t* req, int status) {
 }
 
 // `receiver` drained below the low-water mark, or is gone: the senders that
-// waited for it (and for nobody else) read again -- first the frames already
-// in their decoders.
+// waited for it (and for nobody else) are read again -- first the frames
+// already in their decoders.
 void resume_senders(Server& server, Client& receiver) {
     receiver.over_mark = false;
     const std::vector<Client*> senders = server.clients;  // relaying may close one
@@ -430,10 +430,10 @@ int main(int argc, char** argv) {
          .summary = "the libuv event loop, with callbacks",
          .options = {{.name = "--offload",
                       .value = "",
-                      .help = "  run --work on libuv's thread pool, not on the loop"}}},
+                      .help = "  run --work on libuv's thread pool (uv_queue_work)"}}},
         {argv, static_cast<std::size_t>(argc)});
     server.trace = logs::Trace(server.options.trace);
-    server.offload = server.options.extra.contains("--offload");
+    server.offload = server.options.extra.contains("--offload") && server.options.work.count() > 0;
 
     uv_loop_init(&server.loop);
     uv_tcp_init(&server.loop, &server.listener);

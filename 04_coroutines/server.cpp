@@ -192,9 +192,10 @@ Task<void> pause_reading(Server& server, Client& sender, Client& receiver) {
 // (Stage 03's timer callback; here a task that sleeps between checks.)
 Task<void> check_stalled(Server& server) {
     const auto stall_timeout = server.options.limits.stall_timeout;
-    const auto every = std::max(stall_timeout / 4, std::chrono::milliseconds(1));
+    // Four checks per stall timeout: a stalled client is cut within 1.25 of it.
+    const auto check_every = std::max(stall_timeout / 4, std::chrono::milliseconds(1));
     while (true) {
-        co_await coro::sleep(every);
+        co_await coro::sleep(check_every);
         const auto now = Clock::now();
         for (const auto& client : Receivers(server.clients)) {
             if (client->writer.buffered() > 0 && now - client->last_progress >= stall_timeout) {

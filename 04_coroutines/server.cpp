@@ -220,8 +220,19 @@ void close_client(Server& server, Client& client, std::string_view reason) {
     client.writer.close();
 }
 
-// Wait for SIGINT/SIGTERM, then stop accepting, let queued frames go out
-// (within the grace period), and close every client.
+// SIGINT/SIGTERM: stop accepting, and close every client once what is queued
+// for it has gone out. serve() then waits for their coroutines to end, for at
+// most the grace period.
+void begin_shutdown(Server& server, coro::Server& listener, int signal) {
+    log("{} received, shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
+    server.stopping = true;
+    listener.close();
+    for (const auto& client : Receivers(server.clients))
+        close_client(server, *client, "server shutting down");
+}
+
+// Serve until SIGINT/SIGTERM, then shut down: the whole life of the server,
+// as one coroutine.
 Task<void> serve(Server& server) {
     // Every connection's task joins this group, and serve() does not return
     // before they have all finished: structured concurrency.
@@ -242,11 +253,7 @@ Task<void> serve(Server& server) {
     watchers.create_task(check_stalled(server));
 
     const int signal = co_await stop_signals.wait();
-    log("{} received, shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
-    server.stopping = true;
-    listener.close();
-    for (const auto& client : Receivers(server.clients))
-        close_client(server, *client, "server shutting down");
+    begin_shutdown(server, listener, signal);
     bool in_time = true;
     try {
         co_await coro::wait_for(connections.wait(), server.options.limits.shutdown_grace);

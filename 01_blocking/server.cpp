@@ -14,8 +14,10 @@
 // Read top to bottom: accept, serve_client (the read loop), on_readable,
 // on_frame, broadcast, send_frame, close_client, then begin_shutdown and main.
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <csignal>
 #include <cstring>
@@ -55,6 +57,11 @@ struct Server {
     int running_threads = 0;
     std::condition_variable threads_done;
     int next_id = 1;
+    bool finished = false;  // main is done: the signal thread may go
+
+    // Bytes inside a send_frame that the kernel has not taken yet: all the
+    // server holds for its clients (a second signal reports them dropped).
+    std::atomic<std::size_t> unsent{0};
 };
 
 void serve_client(Server& server, const std::shared_ptr<Client>& client);
@@ -161,6 +168,13 @@ void serve_client(Server& server, const std::shared_ptr<Client>& client) {
             }
             break;
         }
+        // A graceful stop takes no new frame: what is queued goes out, and the
+        // grace period is only for receivers that do not read. (The peer may
+        // keep sending: shutdown(SHUT_RD) does not stop recv() returning it.)
+        if (stopping(server)) {
+            reason = "server shutting down";
+            break;
+        }
         const std::string_view bytes(buffer, static_cast<std::size_t>(n));
         if (!on_readable(server, *client, decoder, bytes)) {
             reason = decoder.error();
@@ -224,7 +238,10 @@ void broadcast(Server& server, const Client& from, std::string_view encoded) {
 void send_frame(Server& server, Client& to, std::string_view encoded) {
     server.trace.queue(to.id, encoded.size(), encoded.size());
     std::lock_guard lock(to.write_mutex);  // frames from two senders must not interleave
-    if (!net::send_all(to.fd.get(), encoded, server.options.limits.stall_timeout)) {
+    server.unsent += encoded.size();
+    const bool sent = net::send_all(to.fd.get(), encoded, server.options.limits.stall_timeout);
+    server.unsent -= encoded.size();
+    if (!sent) {
         if (errno == ETIMEDOUT) {
             log("client {}: stalled: took no byte for {} ms, disconnecting it", to.id,
                 server.options.limits.stall_timeout.count());
@@ -256,9 +273,9 @@ void close_client(Server& server, const std::shared_ptr<Client>& client, std::st
 // and one thread waits for them with sigwait(); then it wakes the blocked
 // calls with shutdown(), which makes them return as if the peer had left.
 void begin_shutdown(Server& server, int signal) {
-    log("{} received, shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
     std::lock_guard lock(server.mutex);
-    server.stopping = true;
+    server.stopping = true;  // before we say so: no frame read after the line is relayed
+    log("{} received, shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
     ::shutdown(server.listener.get(), SHUT_RDWR);  // accept() now fails
     for (const auto& client : server.clients) {
         ::shutdown(client->fd.get(), SHUT_RD);  // recv() now returns 0
@@ -269,6 +286,11 @@ void wait_for_signal(Server& server, sigset_t signals) {
     int signal = 0;
     ::sigwait(&signals, &signal);
     begin_shutdown(server, signal);
+    // A second signal means "now" -- unless main has finished and sent it to
+    // wake us up.
+    ::sigwait(&signals, &signal);
+    std::lock_guard lock(server.mutex);
+    if (!server.finished) logs::exit_now(server.unsent);
 }
 
 }  // namespace
@@ -316,7 +338,9 @@ int main(int argc, char** argv) {
         }
     }
     server.threads_done.wait(lock, all_done);
+    server.finished = true;
     lock.unlock();
+    ::pthread_kill(signal_thread.native_handle(), SIGTERM);  // ends its second sigwait
     signal_thread.join();
     log("bye");
     return 0;

@@ -299,11 +299,16 @@ void close_client(Server& server, Client& client, std::string_view reason) {
 
 // SIGINT/SIGTERM: stop accepting and reading, flush what is already queued
 // for connected clients (for at most the grace period), then close them.
-// run() exits once all are gone.
+// run() exits once all are gone. A second signal exits at once.
 void begin_shutdown(Server& server) {
     unsigned char signal = 0;
     if (::read(server.signals.get(), &signal, 1) != 1) return;
-    if (server.stopping) return;
+    if (server.stopping) {  // the second one: now
+        std::size_t queued = 0;
+        for (const auto& client : server.clients)
+            queued += client->output.size();
+        logs::exit_now(queued);
+    }
     log("{} received, shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
     server.stopping = true;
     server.shutdown_deadline = Clock::now() + server.options.limits.shutdown_grace;

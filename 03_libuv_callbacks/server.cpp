@@ -47,8 +47,13 @@ struct Client {
     int id = 0;
     std::string peer;
     frame::Decoder decoder;
-    std::size_t queued = 0;  // bytes passed to uv_write whose callback has not run yet
-    bool closing = false;    // no more reading; close once the writes are done
+    // Output, queued as bytes, not frames: at most one uv_write in flight,
+    // with `writing`; frames that come meanwhile wait in `output`, and the next
+    // write takes them all. A million tiny frames cost their bytes, nothing more.
+    std::string output;
+    std::string writing;   // handed to uv_write: lives (and stays put) until on_write_done
+    uv_write_t write_req;  // the one write in flight (write_req.data points back here)
+    bool closing = false;  // no more reading; close once the writes are done
     // Flow control, as in stage 02 (common/limits.hpp). As a sender: the
     // receivers our frames took over the mark; while any is left, no uv_read.
     std::vector<int> waiting_for;
@@ -68,14 +73,6 @@ struct WorkRequest {
     Client* client;
     std::string payload;
     std::chrono::microseconds work;
-};
-
-// One uv_write in flight. The frame is shared by every receiver's request:
-// relaying to N clients is N small requests and one buffer, not N copies.
-struct WriteRequest {
-    uv_write_t req;  // req.data points back to this WriteRequest
-    Client* client;
-    std::shared_ptr<const std::string> frame;  // lives until the write callback
 };
 
 struct Server {
@@ -102,14 +99,19 @@ void on_frame(Server& server, Client& from, const std::string& payload);
 void relay(Server& server, Client& from, const std::string& payload);
 void start_work(Server& server, Client& from, const std::string& payload);
 void on_work_done(uv_work_t* req, int status);
-void broadcast(Server& server, Client& from, const std::shared_ptr<const std::string>& frame);
-void send_frame(Server& server, Client& from, Client& to,
-                const std::shared_ptr<const std::string>& frame);
+void broadcast(Server& server, Client& from, std::string_view encoded);
+void send_frame(Server& server, Client& from, Client& to, std::string_view encoded);
+bool start_write(Server& server, Client& client);
 void pause_reading(Server& server, Client& sender, Client& receiver);
 void on_write_done(uv_write_t* req, int status);
 void resume_senders(Server& server, Client& receiver);
 void close_client(Server& server, Client& client, std::string_view reason);
 void maybe_finish(Server& server);
+
+// What the server holds for a client: being written, and waiting behind it.
+std::size_t pending(const Client& client) {
+    return client.writing.size() + client.output.size();
+}
 
 void alloc_buffer(uv_handle_t* handle, std::size_t, uv_buf_t* buf) {
     Server& s = *static_cast<Client*>(handle->data)->server;
@@ -139,6 +141,7 @@ void accept(uv_stream_t* listener, int status) {
     client->decoder = frame::Decoder(server.options.max_frame);
     uv_tcp_init(&server.loop, &client->handle);
     client->handle.data = client;
+    client->write_req.data = client;
     if (int rc = uv_accept(listener, reinterpret_cast<uv_stream_t*>(&client->handle)); rc != 0) {
         log("accept: {}", uv_strerror(rc));
         // Even a handle that never carried a connection is freed via uv_close.
@@ -166,7 +169,7 @@ void on_readable(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
         uv_read_stop(stream);
         if (client.decoder.mid_frame()) {
             close_client(server, client, "end of stream in the middle of a frame (dropped)");
-        } else if (client.queued == 0) {
+        } else if (pending(client) == 0) {
             close_client(server, client, "end of stream");
         } else {
             client.closing = true;  // finish our writes to it first (echo mode)
@@ -248,47 +251,51 @@ void on_work_done(uv_work_t* req, int) {
 
 // Encode once, then to the others (or back, with --echo).
 void relay(Server& server, Client& from, const std::string& payload) {
-    auto frame = std::make_shared<const std::string>(frame::encode(payload));
+    const std::string encoded = frame::encode(payload);
     if (server.options.echo) {
-        send_frame(server, from, from, frame);
+        send_frame(server, from, from, encoded);
     } else {
-        broadcast(server, from, frame);
+        broadcast(server, from, encoded);
     }
 }
 
-void broadcast(Server& server, Client& from, const std::shared_ptr<const std::string>& frame) {
+void broadcast(Server& server, Client& from, std::string_view encoded) {
     // Copy the list: send_frame may close (and so unlist) a client.
     const std::vector<Client*> receivers = server.clients;
     for (Client* to : receivers) {
-        if (to != &from) send_frame(server, from, *to, frame);
+        if (to != &from) send_frame(server, from, *to, encoded);
     }
 }
 
-// Start writing a frame to a client. libuv writes what it can right away and
-// the rest when the socket is writable; on_write_done runs when all is written.
-void send_frame(Server& server, Client& from, Client& to,
-                const std::shared_ptr<const std::string>& frame) {
+// Queue a frame for a client, and start a write unless one is in flight
+// (on_write_done then starts the next, with everything queued meanwhile).
+void send_frame(Server& server, Client& from, Client& to, std::string_view encoded) {
     if (to.closing) return;
-    auto* request = new WriteRequest{.req = {}, .client = &to, .frame = frame};
-    request->req.data = request;
-    // uv_write copies this small descriptor, not the bytes it points to: those
-    // must stay put until on_write_done -- the shared_ptr in the request sees to it.
-    uv_buf_t buf =
-        uv_buf_init(const_cast<char*>(frame->data()), static_cast<unsigned>(frame->size()));
-    if (int rc = uv_write(&request->req, reinterpret_cast<uv_stream_t*>(&to.handle), &buf, 1,
-                          on_write_done);
-        rc != 0) {
-        delete request;
-        close_client(server, to, uv_strerror(rc));
-        return;
-    }
-    if (to.queued == 0) to.last_progress = Clock::now();  // the stall clock starts
-    to.queued += frame->size();
-    server.trace.queue(to.id, frame->size(), to.queued);
+    if (pending(to) == 0) to.last_progress = Clock::now();  // the stall clock starts
+    to.output.append(encoded);
+    server.trace.queue(to.id, encoded.size(), pending(to));
+    if (to.writing.empty() && !start_write(server, to)) return;  // it failed: `to` is closed
     // The frame is queued whatever the size of the queue: a reader that keeps
     // reading never loses one. But past the mark we stop reading from the
     // sender, so TCP slows it down and the queue cannot grow without bound.
-    if (to.queued > server.options.limits.max_pending) pause_reading(server, from, to);
+    if (pending(to) > server.options.limits.max_pending) pause_reading(server, from, to);
+}
+
+// Hand everything queued to libuv, as one write. libuv writes what it can
+// right away and the rest when the socket is writable; on_write_done runs
+// when all of it is written. uv_write copies the small uv_buf_t, not the bytes
+// it points to: those stay in `writing`, untouched, until then.
+bool start_write(Server& server, Client& client) {
+    std::swap(client.writing, client.output);  // no copy: the two buffers trade places
+    client.output.clear();
+    uv_buf_t buf = uv_buf_init(client.writing.data(), static_cast<unsigned>(client.writing.size()));
+    if (int rc = uv_write(&client.write_req, reinterpret_cast<uv_stream_t*>(&client.handle), &buf,
+                          1, on_write_done);
+        rc != 0) {
+        close_client(server, client, uv_strerror(rc));
+        return false;
+    }
+    return true;
 }
 
 // No more uv_read callbacks for the sender until `receiver` drains.
@@ -300,31 +307,35 @@ void pause_reading(Server& server, Client& sender, Client& receiver) {
     }
     if (sender.waiting_for.empty()) uv_read_stop(reinterpret_cast<uv_stream_t*>(&sender.handle));
     sender.waiting_for.push_back(receiver.id);
-    server.trace.pause(sender.id, receiver.id, receiver.queued);
+    server.trace.pause(sender.id, receiver.id, pending(receiver));
 }
 
-// A write finished (or failed, or was cancelled because the handle is closing).
-// The request and its reference to the frame end here.
+// A write finished (or failed, or was cancelled because the handle is closing):
+// `writing` is ours again.
 //
 // This is the step from readiness to completion. Stage 02's on_writable ran
 // when the socket *could* take bytes, and we wrote them; here libuv has
 // already written them all, and tells us it is done.
 void on_write_done(uv_write_t* req, int status) {
-    std::unique_ptr<WriteRequest> request(static_cast<WriteRequest*>(req->data));
-    Client& client = *request->client;  // alive: its close callback comes after this one
+    Client& client = *static_cast<Client*>(req->data);  // alive: its close callback comes later
     Server& server = *client.server;
-    client.queued -= request->frame->size();
+    const std::size_t written = client.writing.size();
+    client.writing.clear();
+    // A burst may have grown it to megabytes: give that back, not keep it
+    // for a client that may stay idle from now on.
+    if (client.writing.capacity() > 64 * 1024) client.writing = std::string();
     if (status == UV_ECANCELED) return;  // close_client already ran
     if (status < 0) {
         close_client(server, client, uv_strerror(status));
         return;
     }
     client.last_progress = Clock::now();
-    server.trace.write(client.id, request->frame->size(), client.queued);
-    if (client.over_mark && client.queued <= server.options.limits.low_water()) {
+    server.trace.write(client.id, written, pending(client));
+    if (!client.output.empty() && !start_write(server, client)) return;  // the next batch
+    if (client.over_mark && pending(client) <= server.options.limits.low_water()) {
         resume_senders(server, client);
     }
-    if (client.closing && client.queued == 0) {
+    if (client.closing && pending(client) == 0) {
         close_client(server, client, server.stopping ? "server shutting down" : "end of stream");
     }
 }
@@ -353,10 +364,10 @@ void check_stalled(uv_timer_t* timer) {
     const auto stall_timeout = server.options.limits.stall_timeout;
     const std::vector<Client*> clients = server.clients;
     for (Client* client : clients) {
-        if (client->queued > 0 && now - client->last_progress >= stall_timeout) {
+        if (pending(*client) > 0 && now - client->last_progress >= stall_timeout) {
             close_client(server, *client,
                          fmt::format("stalled: took no byte for {} ms, {} bytes pending",
-                                     stall_timeout.count(), client->queued));
+                                     stall_timeout.count(), pending(*client)));
         }
     }
 }
@@ -385,20 +396,23 @@ void close_client(Server& server, Client& client, std::string_view reason) {
 
 // SIGINT/SIGTERM: stop accepting and reading, let queued writes finish (for
 // at most the grace period), close everything. uv_run then returns because
-// no handle is left open.
+// no handle is left open. A second signal exits at once.
 void begin_shutdown(uv_signal_t* signal, int signum) {
     Server& server = *static_cast<Server*>(signal->data);
-    if (server.stopping) return;
+    if (server.stopping) {
+        std::size_t queued = 0;
+        for (const Client* client : server.clients)
+            queued += pending(*client);
+        logs::exit_now(queued);
+    }
     server.stopping = true;
     log("{} received, shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
     uv_close(reinterpret_cast<uv_handle_t*>(&server.listener), nullptr);
-    uv_close(reinterpret_cast<uv_handle_t*>(&server.sigint), nullptr);
-    uv_close(reinterpret_cast<uv_handle_t*>(&server.sigterm), nullptr);
     const std::vector<Client*> clients = server.clients;
     for (Client* client : clients) {
         uv_read_stop(reinterpret_cast<uv_stream_t*>(&client->handle));
         client->closing = true;
-        if (client->queued == 0) close_client(server, *client, "server shutting down");
+        if (pending(*client) == 0) close_client(server, *client, "server shutting down");
     }
     uv_timer_start(
         &server.grace_timer,
@@ -412,11 +426,14 @@ void begin_shutdown(uv_signal_t* signal, int signum) {
     maybe_finish(server);
 }
 
-// The timers are the last handles: close them once every client is gone.
+// The timers and the signal watchers are the last handles: close them once
+// every client is gone.
 void maybe_finish(Server& server) {
     if (!server.stopping || !server.clients.empty()) return;
-    for (uv_timer_t* timer : {&server.stall_timer, &server.grace_timer}) {
-        auto* handle = reinterpret_cast<uv_handle_t*>(timer);
+    for (auto* handle : {reinterpret_cast<uv_handle_t*>(&server.stall_timer),
+                         reinterpret_cast<uv_handle_t*>(&server.grace_timer),
+                         reinterpret_cast<uv_handle_t*>(&server.sigint),
+                         reinterpret_cast<uv_handle_t*>(&server.sigterm)}) {
         if (!uv_is_closing(handle)) uv_close(handle, nullptr);
     }
 }

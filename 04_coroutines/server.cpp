@@ -52,6 +52,9 @@ struct Server {
     std::vector<std::shared_ptr<Client>> clients;
     int next_id = 1;
     bool stopping = false;
+    // Once stopping: the clients still flushing, whose queues a second
+    // signal would drop (weak: a Client goes with its coroutine).
+    std::vector<std::weak_ptr<Client>> flushing;
     bool offload = false;  // --offload: --work runs on libuv's thread pool (to_thread)
 };
 
@@ -227,8 +230,20 @@ void begin_shutdown(Server& server, coro::Server& listener, int signal) {
     log("{} received, shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
     server.stopping = true;
     listener.close();
-    for (const auto& client : Receivers(server.clients))
+    for (const auto& client : Receivers(server.clients)) {
+        server.flushing.push_back(client);
         close_client(server, *client, "server shutting down");
+    }
+}
+
+// A second signal during the grace period: exit at once.
+Task<void> exit_on_second_signal(Server& server, coro::SignalWatch& signals) {
+    co_await signals.wait();
+    std::size_t queued = 0;
+    for (const auto& weak : server.flushing) {
+        if (auto client = weak.lock()) queued += client->writer.buffered();
+    }
+    logs::exit_now(queued);
 }
 
 // Serve until SIGINT/SIGTERM, then shut down: the whole life of the server,
@@ -254,6 +269,7 @@ Task<void> serve(Server& server) {
 
     const int signal = co_await stop_signals.wait();
     begin_shutdown(server, listener, signal);
+    watchers.create_task(exit_on_second_signal(server, stop_signals));
     bool in_time = true;
     try {
         co_await coro::wait_for(connections.wait(), server.options.limits.shutdown_grace);

@@ -22,7 +22,14 @@ class OutputBuffer {
     void consume(std::size_t n) {
         start_ += n;
         if (start_ == data_.size()) {
-            data_.clear();
+            // All written. A burst may have grown the storage to megabytes:
+            // give that back rather than keep it for a client that may stay
+            // idle from now on (small storage is kept, to be reused).
+            if (data_.capacity() > 64 * 1024) {
+                data_ = std::string();
+            } else {
+                data_.clear();
+            }
             start_ = 0;
         } else if (start_ > 64 * 1024 && start_ > data_.size() / 2) {
             data_.erase(0, start_);

@@ -1,5 +1,6 @@
 #include "cli.hpp"
 
+#include "net.hpp"
 #include "work.hpp"
 
 #include <algorithm>
@@ -116,6 +117,7 @@ void walk(std::span<char*> args, const std::string& usage, Handler handle) {
 }  // namespace
 
 ServerOptions parse_server(const Program& program, std::span<char*> args) {
+    net::ignore_sigpipe();  // before any socket: one dead peer must not kill us all
     const std::string usage = server_usage(program);
     ServerOptions o;
     if (!program.modes.empty()) o.mode = program.modes.front();
@@ -172,6 +174,7 @@ ServerOptions parse_server(const Program& program, std::span<char*> args) {
 }
 
 ClientOptions parse_client(const Program& program, std::span<char*> args) {
+    net::ignore_sigpipe();  // a server that resets us must not kill us mid-write
     const std::string usage = client_usage(program);
     ClientOptions o;
     walk(args, usage, [&](std::string_view opt, auto value) {

@@ -37,6 +37,11 @@ namespace logs {
 int thread_number();
 double elapsed_ms();
 
+// A second SIGINT/SIGTERM while a graceful stop is under way means "now":
+// every stage logs this one line -- how many bytes it still held for its
+// clients, now dropped -- and exits at once with status 1.
+[[noreturn]] void exit_now(std::size_t dropped_bytes);
+
 template <typename... Args>
 void log(fmt::format_string<Args...> format, Args&&... args) {
     // One fmt::print call per line: lines from different threads do not mix.

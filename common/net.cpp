@@ -137,20 +137,21 @@ void announce_listening(int listen_fd) {
     announce_listening(local_address(listen_fd));
 }
 
-// ---- platform-specific: the one place (see .ci/portable) ----
-// Writing to a peer that has gone raises SIGPIPE, which kills the process.
-// Linux (and the BSDs) take MSG_NOSIGNAL per call; macOS has no such flag, so
-// there we ignore SIGPIPE for the whole process, once, and get EPIPE instead.
-ssize_t send_some(int fd, std::string_view bytes, int flags) {
-#ifdef MSG_NOSIGNAL
-    return ::send(fd, bytes.data(), bytes.size(), flags | MSG_NOSIGNAL);
-#else
-    static const bool ignored = [] { return ::signal(SIGPIPE, SIG_IGN) != SIG_ERR; }();
-    (void)ignored;
-    return ::send(fd, bytes.data(), bytes.size(), flags);
-#endif
+// Writing to a peer that has gone (it reset, or closed while we still had
+// bytes for it) raises SIGPIPE, whose default action kills the whole process:
+// one unlucky client would take every other one down with it. Linux's
+// MSG_NOSIGNAL fixes this for one send() only, and libuv's uv_write uses
+// plain write(), which has no such flag -- so every program ignores SIGPIPE
+// once, at start-up (cli::parse_server and cli::parse_client call this), and
+// a write to a dead peer fails with EPIPE like any other error. POSIX: the
+// same on macOS, where MSG_NOSIGNAL does not exist.
+void ignore_sigpipe() {
+    ::signal(SIGPIPE, SIG_IGN);
 }
-// ---- end of the platform-specific part ----
+
+ssize_t send_some(int fd, std::string_view bytes, int flags) {
+    return ::send(fd, bytes.data(), bytes.size(), flags);
+}
 
 bool send_all(int fd, std::string_view bytes, std::chrono::milliseconds stall_timeout) {
     while (!bytes.empty()) {

@@ -80,14 +80,19 @@ void set_nonblocking(int fd);
 // with errno set.
 Fd accept_connection(int listen_fd, bool nonblocking);
 
-// One send() of as much of `bytes` as the kernel takes, never raising
-// SIGPIPE (a peer that has gone gives EPIPE). Returns what send() returns.
+// Ignore SIGPIPE for the whole process: a write to a peer that has gone then
+// fails with EPIPE instead of killing us. Every program calls it at start-up
+// (through cli::parse_server / parse_client).
+void ignore_sigpipe();
+
+// One send() of as much of `bytes` as the kernel takes (a peer that has gone
+// gives EPIPE: see ignore_sigpipe). Returns what send() returns.
 ssize_t send_some(int fd, std::string_view bytes, int flags = 0);
 
 // Blocking write of every byte. send() may write fewer bytes than asked (the
 // kernel's send buffer was nearly full, or a signal arrived), so we loop.
-// MSG_NOSIGNAL: writing to a peer that has gone must return EPIPE, not kill the
-// whole process with SIGPIPE. Returns false on error (errno says which).
+// A peer that has gone gives EPIPE (see ignore_sigpipe). Returns false on
+// error (errno says which).
 bool send_all(int fd, std::string_view bytes);
 
 // The same, but it gives up (false, errno ETIMEDOUT) once the kernel has

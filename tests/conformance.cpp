@@ -77,6 +77,15 @@ std::string test_sentence() {
 class Conformance : public ::testing::TestWithParam<ServerSpec> {
   protected:
     void TearDown() override {
+        // A server that died of a signal (SIGPIPE, SIGSEGV...) fails the test
+        // by name, whatever the test was looking at when its sockets closed.
+        if (server_) {
+            const auto status = server_->process.wait(0ms);
+            if (status && *status > 128) {
+                ADD_FAILURE() << "the server died: " << describe_exit(status)
+                              << " -- every client lost its connection";
+            }
+        }
         // On failure: what the test checks, how the server was started, and
         // what it said -- usually the fastest clue.
         if (HasFailure() && server_) {
@@ -710,6 +719,266 @@ TEST_P(ConcurrentConformance, DropsHalfAFrameFromAClientKilledWithSigkill) {
         << "b must never see the killed client's half frame";
 }
 
+// Unlucky and hostile receivers: a peer that resets while the server still
+// has output for it, alone or many at once, in the middle of a frame, or one
+// that half-closes and keeps reading. The server must not die (a write to a
+// reset peer raises SIGPIPE, whose default action kills the process), and the
+// senders it held back for them must go on at once, not after the stall
+// timeout (60 s here, longer than any one wait of this suite).
+class HostileConformance : public ConcurrentConformance {
+  protected:
+    static constexpr const char* holds_no_queue =
+        "this server holds no output queue: a blocking send() holds the sender back until the "
+        "receiver reads, so there is nothing queued to deliver or to count";
+    static constexpr int frames = 128;  // per sender: 8 MiB, more than the kernel holds
+    static constexpr std::size_t size = 64 * 1024;
+
+    // Two senders write; a witness reads everything; `stalled` receivers
+    // (small socket buffers) read nothing -- or, with read_first, that many
+    // bytes, which leaves them in the middle of a frame -- until the senders
+    // are held back on them; then they all reset at once. The witness must
+    // still get every frame of each sender, in order.
+    void reset_stalled_receivers(int stalled, std::size_t read_first) {
+        std::vector<std::string> args = {"--max-pending", "65536", "--stall-timeout", "60"};
+        if (GetParam().ours) args.push_back("--trace");  // to see the pause (not in the contract)
+        auto& server = start(args);
+        auto& first = join();
+        auto& second = join();
+        auto& witness = join();
+        std::vector<Peer*> dead;
+        for (int i = 0; i < stalled; ++i)
+            dead.push_back(&join(4096));
+        auto sending = [&](Peer& from, char tag) {
+            return [&from, tag] {
+                for (int i = 0; i < frames; ++i) {
+                    std::string frame = numbered(i, size);
+                    frame[8] = tag;  // "00000042a..." or "00000042b..."
+                    from.send_frame(frame);
+                }
+            };
+        };
+        Background one(sending(first, 'a'), shut(first));
+        Background two(sending(second, 'b'), shut(second));
+        // Each sender also receives the other's frames: it must read them, or
+        // it would be a stalled receiver too.
+        auto draining = [](Peer& peer) {
+            return [&peer] {
+                while (peer.recv_frame_or_close()) {
+                }
+            };
+        };
+        Background drain_one(draining(first), shut(first));
+        Background drain_two(draining(second), shut(second));
+        std::atomic<int> received{0};
+        std::string problem;
+        Background reading(
+            [&] {
+                int next[2] = {0, 0};
+                for (; received < 2 * frames; ++received) {
+                    const std::string frame = witness.recv_frame();
+                    const int from = frame.size() > 8 && frame[8] == 'b' ? 1 : 0;
+                    std::string expected = numbered(next[from]++, size);
+                    expected[8] = from == 0 ? 'a' : 'b';
+                    if (frame != expected) {
+                        problem = "a frame lost, damaged or out of order";
+                        return;
+                    }
+                }
+            },
+            shut(witness));
+        wait_until_held_back(server, received);
+        for (Peer* peer : dead) {
+            if (read_first > 0) {
+                std::string bytes(read_first, '\0');
+                ASSERT_EQ(::recv(peer->fd(), bytes.data(), bytes.size(), MSG_WAITALL),
+                          static_cast<ssize_t>(read_first));
+            }
+        }
+        for (Peer* peer : dead)
+            reset(*peer);
+        ASSERT_NO_THROW(reading.join()) << "after " << received << " of " << 2 * frames
+                                        << " frames: the senders did not resume";
+        EXPECT_EQ(problem, "");
+        ASSERT_NO_THROW(one.join()) << "a sender was disconnected";
+        ASSERT_NO_THROW(two.join()) << "a sender was disconnected";
+        first.send_frame("still here");
+        EXPECT_EQ(witness.recv_frame(), "still here");
+        server.process.signal(SIGTERM);
+        EXPECT_EQ(describe_exit(server.process.wait()), "exit 0");
+    }
+
+    // Until the senders are held back on the stalled receivers: a server of
+    // ours traces "pause" (01 blocks in send() instead, and says nothing);
+    // for the others, until the witness has had nothing new for a while. If
+    // that guess is wrong, the test still holds: it only resets sooner.
+    void wait_until_held_back(Server& server, const std::atomic<int>& received) {
+        const bool traces_pause = GetParam().ours && !GetParam().name.starts_with("01_");
+        int seen = -1;
+        for (int quiet = 0; quiet < 10 && received < 2 * frames;) {
+            if (traces_pause && server.process.stderr_text().find("] pause ") != std::string::npos)
+                return;
+            std::this_thread::sleep_for(50ms);
+            quiet = received == seen ? quiet + 1 : 0;
+            seen = received;
+        }
+    }
+};
+
+TEST_P(HostileConformance, SurvivesAReceiverThatResetsWithOutputQueued) {
+    reset_stalled_receivers(1, 0);
+}
+
+TEST_P(HostileConformance, SurvivesAReceiverThatResetsInTheMiddleOfAFrame) {
+    reset_stalled_receivers(1, 10);  // the header and 6 bytes of the first frame
+}
+
+TEST_P(HostileConformance, SurvivesManyReceiversResettingAtOnce) {
+    reset_stalled_receivers(8, 0);
+}
+
+// A receiver that half-closes (shutdown(SHUT_WR): "I will send no more")
+// but goes on reading gets every frame queued for it, then the server closes.
+TEST_P(HostileConformance, DeliversEverythingQueuedToAReceiverThatHalfCloses) {
+    if (!GetParam().queues_output) GTEST_SKIP() << holds_no_queue;
+    start({"--max-pending", "33554432"});
+    auto& sender = join();
+    auto& witness = join();
+    auto& receiver = join(4096);
+    constexpr int count = 64;  // 4 MiB: most of it waits in the server
+    Background writing(
+        [&] {
+            for (int i = 0; i < count; ++i)
+                sender.send_frame(numbered(i, size));
+        },
+        shut(sender));
+    for (int i = 0; i < count; ++i)  // now the server has read them all
+        ASSERT_EQ(witness.recv_frame(), numbered(i, size));
+    receiver.shutdown_write();
+    for (int i = 0; i < count; ++i) {
+        auto frame = receiver.recv_frame_or_close();
+        ASSERT_TRUE(frame) << "closed after " << i << " of " << count << " frames";
+        ASSERT_EQ(*frame, numbered(i, size));
+    }
+    EXPECT_TRUE(receiver.closed_by_server());
+    EXPECT_NO_THROW(writing.join());
+}
+
+// What a queued frame costs is more than its payload: a server that queues
+// frames (a header, an allocation, a write request each) instead of bytes
+// grows by hundreds of bytes per empty frame. 500,000 empty frames are 2 MB
+// on the wire; queued for a receiver that reads nothing, they must cost about
+// that, not 100 MB.
+TEST_P(HostileConformance, QueuesEmptyFramesAtTheCostOfTheirBytes) {
+    if (!GetParam().queues_output) GTEST_SKIP() << holds_no_queue;
+    if (!memory_is_measurable(GetParam()))
+        GTEST_SKIP() << "resident memory says nothing under sanitizers or valgrind";
+    auto& server = start({"--max-pending", "4194304", "--stall-timeout", "60"});
+    auto& sender = join();
+    auto& witness = join();
+    join(4096);  // reads nothing
+    const long rss_before = server.process.rss_kib();
+    constexpr int count = 500'000;
+    std::string wire;
+    for (int i = 0; i < count; ++i)
+        wire += frame::encode("");
+    Background writing([&] { sender.send_raw(wire); }, shut(sender));
+    for (int i = 0; i < count; ++i)  // once it has them all, the server has queued them all
+        ASSERT_EQ(witness.recv_frame(), "") << "frame " << i;
+    EXPECT_NO_THROW(writing.join());
+    const long growth = server.process.peak_rss_kib() - rss_before;
+    EXPECT_LT(growth, memory_growth_bound_kib)
+        << "resident memory grew by " << growth << " KiB to queue " << wire.size()
+        << " bytes of empty frames for a receiver that does not read";
+}
+
+// A second SIGINT or SIGTERM during the grace period means "now": the server
+// exits at once (status 1), saying how much it drops -- instead of waiting
+// out the grace period for a receiver that never reads (that would be exit 0).
+TEST_P(HostileConformance, ExitsAtOnceOnASecondSignal) {
+    if (!GetParam().ours) GTEST_SKIP() << "a second signal is our servers' convention";
+    auto& server = start({"--max-pending", "33554432", "--stall-timeout", "60"});
+    auto& sender = join();
+    auto& witness = join();
+    join(4096);                 // never reads
+    constexpr int count = 128;  // 8 MiB: more than the kernel holds for it
+    Background writing(
+        [&] {
+            for (int i = 0; i < count; ++i)
+                sender.send_frame(numbered(i, size));
+        },
+        shut(sender));
+    std::atomic<int> received{0};
+    Background reading(
+        [&] {
+            for (; received < count; ++received)
+                witness.recv_frame();
+        },
+        shut(witness));
+    if (GetParam().queues_output) {
+        // Once the witness has them all, most of the 8 MiB wait in the
+        // server's queue for the receiver that never reads.
+        reading.join();
+    } else {
+        // 01 queues nothing: the sender's thread ends up blocked in send()
+        // to that receiver, and the witness gets nothing more. Until then.
+        for (int quiet = 0, seen = -1; quiet < 20; seen = received) {
+            std::this_thread::sleep_for(50ms);
+            quiet = received == seen ? quiet + 1 : 0;
+        }
+    }
+    server.process.signal(SIGTERM);
+    ASSERT_TRUE(server.process.wait_for_stderr("shutting down"));
+    server.process.signal(SIGINT);
+    EXPECT_EQ(describe_exit(server.process.wait()), "exit 1");
+    EXPECT_TRUE(Contains(server.process.stderr_text(), "second signal: exiting now, dropping "));
+    EXPECT_TRUE(server.process.stderr_text().find("not flushed in time") == std::string::npos)
+        << "it waited out the grace period";
+}
+
+// A graceful stop takes no new frame: four clients send and read at full
+// speed; once the server has said it is shutting down, frames sent after that
+// are never relayed, and the server, whose clients all read, does not need
+// its grace period.
+TEST_P(HostileConformance, TakesNoNewFrameOnceStopping) {
+    auto& server = start();
+    std::vector<Peer*> peers;
+    for (int i = 0; i < 4; ++i)
+        peers.push_back(&join());
+    std::atomic<bool> signalled{false};
+    std::atomic<int> late_relayed{0};
+    std::vector<std::thread> threads;
+    for (Peer* peer : peers) {
+        threads.emplace_back([peer, &signalled] {
+            try {
+                const std::string early(16 * 1024, 'e'), late(16 * 1024, 'L');
+                while (true)
+                    peer->send_frame(signalled ? late : early);
+            } catch (const std::exception&) {
+                // the server closed us: done
+            }
+        });
+        threads.emplace_back([peer, &late_relayed] {
+            try {
+                while (auto frame = peer->recv_frame_or_close()) {
+                    if (!frame->empty() && (*frame)[0] == 'L') ++late_relayed;
+                }
+            } catch (const std::exception&) {
+            }
+        });
+    }
+    server.process.signal(SIGTERM);
+    EXPECT_TRUE(server.process.wait_for_stderr("shutting down"));
+    signalled = true;
+    EXPECT_EQ(describe_exit(server.process.wait()), "exit 0");
+    for (auto& thread : threads)
+        thread.join();
+    EXPECT_EQ(late_relayed, 0) << "frames sent after the server said it was stopping were relayed";
+    if (GetParam().ours) {
+        EXPECT_TRUE(server.process.stderr_text().find("not flushed in time") == std::string::npos)
+            << "every client reads, yet the server needed its grace period";
+    }
+}
+
 // No descriptor or thread outlives its connection.
 TEST_P(ConcurrentConformance, ReleasesEveryDescriptorAfterAThousandConnections) {
     if (!has_proc()) GTEST_SKIP() << "counts descriptors and threads in /proc (Linux only)";
@@ -801,6 +1070,8 @@ std::vector<ServerSpec> concurrent_servers() {
     return servers;
 }
 INSTANTIATE_TEST_SUITE_P(Stages, ConcurrentConformance, ::testing::ValuesIn(concurrent_servers()),
+                         spec_name);
+INSTANTIATE_TEST_SUITE_P(Stages, HostileConformance, ::testing::ValuesIn(concurrent_servers()),
                          spec_name);
 
 // ---------------------------------------------------------------------------

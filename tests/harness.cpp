@@ -240,17 +240,46 @@ std::string describe_exit(std::optional<int> status) {
     if (!status) return "still running";
     if (*status <= 128) return fmt::format("exit {}", *status);
     const int signal = *status - 128;
-    const char* name = signal == SIGTERM   ? "SIGTERM"
-                       : signal == SIGINT  ? "SIGINT"
-                       : signal == SIGKILL ? "SIGKILL"
-                       : signal == SIGSEGV ? "SIGSEGV (a crash)"
-                       : signal == SIGABRT ? "SIGABRT (abort, e.g. an uncaught exception)"
-                                           : "a signal";
-    std::string text = fmt::format("killed by {} (status {})", name, *status);
-    if (signal == SIGTERM || signal == SIGINT) {
-        text += fmt::format(": it has no handler for {}", name);
+    const char* why = signal == SIGTERM   ? ": it has no handler for SIGTERM"
+                      : signal == SIGINT  ? ": it has no handler for SIGINT"
+                      : signal == SIGSEGV ? " (a crash)"
+                      : signal == SIGBUS  ? " (a crash)"
+                      : signal == SIGABRT ? " (abort, e.g. an uncaught exception)"
+                      : signal == SIGPIPE ? " (it wrote to a peer that had gone: ignore SIGPIPE)"
+                                          : "";
+    return fmt::format("killed by {} (signal {}, status {}){}", signal_name(signal), signal,
+                       *status, why);
+}
+
+std::string signal_name(int signal) {
+    switch (signal) {
+        case SIGHUP:
+            return "SIGHUP";
+        case SIGINT:
+            return "SIGINT";
+        case SIGQUIT:
+            return "SIGQUIT";
+        case SIGILL:
+            return "SIGILL";
+        case SIGABRT:
+            return "SIGABRT";
+        case SIGBUS:
+            return "SIGBUS";
+        case SIGFPE:
+            return "SIGFPE";
+        case SIGKILL:
+            return "SIGKILL";
+        case SIGSEGV:
+            return "SIGSEGV";
+        case SIGPIPE:
+            return "SIGPIPE";
+        case SIGALRM:
+            return "SIGALRM";
+        case SIGTERM:
+            return "SIGTERM";
+        default:
+            return fmt::format("signal {}", signal);
     }
-    return text;
 }
 
 Server::Server(const std::vector<std::string>& command, const std::vector<std::string>& extra)

@@ -32,6 +32,8 @@ inline Millis deadline = 20s;
 // A process's end in words: "exit 0", "exit 2", "killed by SIGTERM (status
 // 143): it has no handler for SIGTERM", "still running".
 std::string describe_exit(std::optional<int> status);
+// "SIGPIPE", "SIGSEGV"... (strsignal's words differ from one libc to another).
+std::string signal_name(int signal);
 
 // True where /proc describes processes (Linux). Tests that read it skip
 // elsewhere, saying so.

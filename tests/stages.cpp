@@ -11,10 +11,12 @@ std::vector<ServerSpec> built_servers() {
     std::vector<ServerSpec> servers = {
         {.name = "01_blocking_threads",
          .command = {SERVER_01, "--mode", "threads"},
+         .queues_output = false,
          .emfile = ServerSpec::OutOfDescriptors::waits},
         {.name = "01_blocking_iterative",
          .command = {SERVER_01, "--mode", "iterative"},
-         .concurrent = false},
+         .concurrent = false,
+         .queues_output = false},
         {.name = "02_select",
          .command = {SERVER_02},
          .emfile = ServerSpec::OutOfDescriptors::sheds},

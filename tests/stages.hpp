@@ -13,6 +13,9 @@ struct ServerSpec {
     std::vector<std::string> command;  // program and fixed arguments
     bool concurrent = true;            // false: serves one client at a time (01 iterative)
     bool ours = true;                  // ours: we may also check its log messages
+    // false: it holds no output queue of its own -- a blocking send() holds
+    // the sender's thread instead, until the receiver reads (01).
+    bool queues_output = true;
     // What it does with a connection it has no descriptor for: shed it
     // (accept and close at once: 02, 03), or leave it queued in the kernel and
     // retry later (01), or we don't know (a server you bring).

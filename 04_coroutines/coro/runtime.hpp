@@ -207,7 +207,9 @@ class SignalWatch {
     ~SignalWatch();
     SignalWatch(const SignalWatch&) = delete;
     SignalWatch& operator=(const SignalWatch&) = delete;
-    Task<int> wait();  // the first signal received (at once if it came). Cancellable.
+    // The next signal received (at once if one came since the last wait).
+    // Cancellable.
+    Task<int> wait();
 
   private:
     std::vector<detail::Handle*> handles_;  // on the heap: never in a frame

@@ -190,7 +190,7 @@ SignalWatch::~SignalWatch() {
 Task<int> SignalWatch::wait() {
     while (received_ == 0)
         co_await detail::park(waiters_);
-    co_return received_;
+    co_return std::exchange(received_, 0);  // taken: the next wait() waits for the next one
 }
 
 Task<int> wait_for_signal(std::vector<int> signals) {

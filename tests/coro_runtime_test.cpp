@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <coroutine>
 #include <csignal>
 #include <memory>
 #include <string>
@@ -713,6 +714,44 @@ TEST(Streams, OpenConnectionSaysWhyItFailed) {
         co_return "connected?";
     };
     EXPECT_NE(coro::run(main()).find("cannot connect"), std::string::npos);
+}
+
+// ---------------------------------------------------------------------------
+// Edge cases: never crash, never grow
+
+// A coroutine that starts at once and that the test destroys by hand.
+struct Eager {
+    struct promise_type {
+        Eager get_return_object() {
+            return {std::coroutine_handle<promise_type>::from_promise(*this)};
+        }
+        std::suspend_never initial_suspend() noexcept { return {}; }
+        std::suspend_always final_suspend() noexcept { return {}; }
+        void return_void() {}
+        void unhandled_exception() { std::terminate(); }
+    };
+    std::coroutine_handle<promise_type> handle;
+};
+Eager park_on(coro::detail::WaitList& list, int& woken) {
+    co_await coro::detail::park(list);
+    ++woken;
+}
+
+// A frame destroyed while parked leaves its wait list: a later wake_all must
+// not touch the freed awaiter (or resume the destroyed frame).
+TEST(WaitList, AWaiterWhoseFrameIsDestroyedLeavesTheList) {
+    auto main = []() -> Task<int> {
+        coro::detail::WaitList list;
+        int woken = 0;
+        Eager gone = park_on(list, woken);
+        Eager stays = park_on(list, woken);
+        gone.handle.destroy();
+        list.wake_all();
+        co_await coro::sleep(1ms);  // the ready queue runs
+        stays.handle.destroy();
+        co_return woken;
+    };
+    EXPECT_EQ(coro::run(main()), 1);
 }
 
 }  // namespace

@@ -68,7 +68,13 @@ class Park {
     virtual void interrupt();
 
   protected:
-    ~Park() = default;
+    // A frame may be destroyed while it waits here (run() frees a task that
+    // nothing can wake): leave the list then, or a later wake_all would
+    // touch this freed awaiter and resume a destroyed frame.
+    ~Park() {
+        if (linked_) unlink();
+        if (root_ && root_->hook == this) root_->hook = nullptr;
+    }
     std::coroutine_handle<> me_;
     TaskRoot* root_ = nullptr;
     bool cancelled_ = false, linked_ = false;

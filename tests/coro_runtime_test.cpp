@@ -754,4 +754,62 @@ TEST(WaitList, AWaiterWhoseFrameIsDestroyedLeavesTheList) {
     EXPECT_EQ(coro::run(main()), 1);
 }
 
+// After main returns, run() cancels each leftover task once, then waits for
+// it: a task that cleans up with awaits of its own is not cancelled again.
+TEST(Run, CancelsEachLeftoverTaskOnceAndWaitsForItsCleanup) {
+    static bool cleaned_up = false;
+    auto main = []() -> Task<void> {
+        (void)coro::spawn([]() -> Task<void> {
+            bool cancelled = false;
+            try {
+                co_await coro::sleep(1h);
+            } catch (const coro::CancelledError&) {
+                cancelled = true;
+            }
+            if (cancelled) {
+                co_await coro::sleep(5ms);  // cleanup that takes time
+                cleaned_up = true;
+            }
+        });
+        co_await coro::sleep(1ms);
+    };
+    EXPECT_NO_THROW(coro::run(main()));
+    EXPECT_TRUE(cleaned_up);
+}
+
+// A leftover task that ignores its cancel and waits for something that can
+// no longer happen: run() ends anyway, and frees its frame (no leak).
+TEST(Run, FreesTheFrameOfALeftoverTaskNothingCanWake) {
+    static int alive = 0;
+    struct Counted {
+        Counted() { ++alive; }
+        ~Counted() { --alive; }
+    };
+    auto main = []() -> Task<void> {
+        (void)coro::spawn([]() -> Task<void> {
+            Counted in_the_frame;
+            coro::Event never;
+            try {
+                co_await never.wait();
+            } catch (const coro::CancelledError&) {
+            }
+            co_await never.wait();  // ignores the cancel: nothing wakes it now
+        });
+        co_await coro::sleep(1ms);
+    };
+    EXPECT_NO_THROW(coro::run(main()));
+    EXPECT_EQ(alive, 0);
+}
+
+// An exception out of run() (here: main waits for what cannot happen) must
+// leave the runtime ready for the next run.
+TEST(Run, WorksAgainAfterARunThatThrew) {
+    auto stuck = []() -> Task<void> {
+        coro::Event never;
+        co_await never.wait();
+    };
+    EXPECT_THROW(coro::run(stuck()), std::logic_error);
+    EXPECT_EQ(coro::run(answer()), 42);
+}
+
 }  // namespace

@@ -23,6 +23,9 @@ struct TaskRoot {
     // The cancellable awaiter the task is suspended in: it registers itself
     // here when it suspends and unregisters when it resumes.
     Park* hook = nullptr;
+    // The coroutine that runs the task (see drive): run() destroys it if the
+    // task waits for something that can no longer happen.
+    std::coroutine_handle<> driver;
 
     void request_cancel();  // interrupts that await; without one, the next one throws
     // One cancel, one CancelledError (as in asyncio): consumes a pending one.
@@ -201,6 +204,19 @@ struct Driver {
 
 template <typename T>
 Driver drive(std::shared_ptr<SpawnState<T>> s) {
+    // Destroyed before its end (by run(), for a task that nothing can wake
+    // any more): the task ends as cancelled all the same, so that whoever
+    // holds its JoinHandle or waits for it is told, and its frame is freed.
+    struct Unfinished {
+        SpawnState<T>& s;
+        ~Unfinished() {
+            if (s.done) return;
+            s.error = std::make_exception_ptr(CancelledError());
+            s.cancelled = true;
+            s.finish();
+        }
+    };
+    Unfinished guard{*s};
     try {
         if constexpr (std::is_void_v<T>) {
             co_await s->task;
@@ -222,7 +238,8 @@ using Gathered = std::conditional_t<std::is_void_v<T>, void, std::vector<T>>;  /
 template <typename T>
 std::shared_ptr<SpawnState<T>> start(std::shared_ptr<SpawnState<T>> s) {
     track(s.get());
-    schedule(drive(s).handle, s.get());
+    s->driver = drive(s).handle;
+    schedule(s->driver, s.get());
     return s;
 }
 

@@ -812,4 +812,72 @@ TEST(Run, WorksAgainAfterARunThatThrew) {
     EXPECT_EQ(coro::run(answer()), 42);
 }
 
+// A read that cannot start (uv_read_start fails: this TCP handle was never
+// connected) throws ConnectionError instead of waiting forever.
+TEST(Streams, AReadThatCannotStartThrowsConnectionError) {
+    auto main = []() -> Task<std::string> {
+        std::string log;
+        coro::StreamReader reader(coro::detail::tcp_stream());
+        try {
+            co_await reader.read();
+            log += "read;";
+        } catch (const coro::ConnectionError&) {
+            log += "error;";
+        }
+        co_await reader.wait();  // the frame-less wait, too: returns at once...
+        try {
+            (void)reader.ended();  // ...and ended() says why
+            log += "ended";
+        } catch (const coro::ConnectionError&) {
+            log += "error";
+        }
+        co_return log;
+    };
+    std::string result;
+    EXPECT_NO_THROW(result = coro::run(main()));
+    EXPECT_EQ(result, "error;error");
+}
+
+// read_line() has a limit, like asyncio's StreamReader (64 KiB by default):
+// a longer line raises, and its bytes stay buffered for the caller.
+TEST(Streams, ReadLineRaisesPastItsLimitAndKeepsTheBytes) {
+    auto result = with_connection(echo, [](coro::Connection& c) -> Task<std::string> {
+        const std::string long_line(100 * 1024, 'l');
+        c.writer.write(long_line + "\nshort\n");
+        std::string log;
+        try {
+            co_await c.reader.read_line();
+            log += "no error;";
+        } catch (const coro::LimitOverrunError& e) {
+            log += "overrun of " + std::to_string(e.consumed) + ";";
+        }
+        // The caller decides: here, skip the long line.
+        std::string skipped = co_await c.reader.read_exactly(long_line.size() + 1);
+        log += std::to_string(skipped.size()) + ";";
+        log += *co_await c.reader.read_line();
+        c.writer.close();
+        co_return log;
+    });
+    EXPECT_EQ(result, "overrun of 102401;102401;short");
+}
+
+// The limit can be set; a line exactly that long is fine, and a peer that
+// never sends a newline is cut short once the limit is passed.
+TEST(Streams, ReadLineLimitCanBeSet) {
+    auto result = with_connection(echo, [](coro::Connection& c) -> Task<std::string> {
+        c.reader.set_limit(4);
+        c.writer.write("four\nfive!");
+        std::string log = *co_await c.reader.read_line() + ";";
+        try {
+            co_await c.reader.read_line();  // 5 bytes buffered, no newline yet
+        } catch (const coro::LimitOverrunError& e) {
+            log += "overrun of " + std::to_string(e.consumed) + ";";
+        }
+        log += co_await c.reader.read_exactly(5);
+        c.writer.close();
+        co_return log;
+    });
+    EXPECT_EQ(result, "four;overrun of 5;five!");
+}
+
 }  // namespace

@@ -89,10 +89,15 @@ class Park {
     Park *prev_ = nullptr, *next_ = nullptr;
 };
 struct Parked final : Park {  // (a Park that is not part of another awaiter)
-    using Park::Park;
+    Parked(WaitList& list, bool ready) : Park(list), ready_(ready) {}
+    bool await_ready() const noexcept { return ready_; }  // no wait at all
+
+  private:
+    bool ready_;
 };
-inline Parked park(WaitList& list) {
-    return Parked(list);
+// `ready`: what we would wait for is there already (or can never come).
+inline Parked park(WaitList& list, bool ready = false) {
+    return Parked(list, ready);
 }
 
 // A libuv handle on the heap: close() asks libuv to close it, and the memory

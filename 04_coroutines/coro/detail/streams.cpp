@@ -138,7 +138,8 @@ Task<bool> StreamReader::more() {
     const std::size_t before = s.buffer.size();
     while (s.buffer.size() == before && !s.eof && !s.error) {
         s.want_more();
-        co_await detail::park(s.readers);
+        // If uv_read_start failed, nothing will ever wake us: no wait then.
+        co_await detail::park(s.readers, s.error != 0);
     }
     if (s.buffer.size() == before && s.error) throw ConnectionError(uv_strerror(s.error), s.error);
     co_return s.buffer.size() > before;
@@ -175,15 +176,20 @@ Task<std::string> StreamReader::read_exactly(std::size_t n) {
 }
 
 Task<std::optional<std::string>> StreamReader::read_line() {
+    const std::size_t limit = s_->line_limit;
     std::size_t scanned = 0;  // no byte is looked at twice
     std::size_t end;
     while ((end = buffered().find('\n', scanned)) == std::string_view::npos) {
         scanned = s_->buffer.size();
+        // Without a limit, a peer that never sends '\n' would make us buffer
+        // without bound (reading stops at read_limit, but more() restarts it).
+        if (scanned > limit) throw LimitOverrunError("no end of line within the limit", scanned);
         if (co_await more()) continue;
         if (s_->buffer.empty()) co_return std::nullopt;
         end = s_->buffer.size();  // a last line without a newline
         break;
     }
+    if (end > limit) throw LimitOverrunError("line longer than the limit", end + 1);
     std::string line(buffered().substr(0, end));
     consume(std::min(end + 1, s_->buffer.size()));
     co_return line;

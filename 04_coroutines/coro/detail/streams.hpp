@@ -16,7 +16,8 @@ namespace coro::detail {
 struct Source {
     net::OutputBuffer buffer;  // common/buffer.hpp's byte queue: consume is O(1)
     bool eof = false;
-    int error = 0;  // libuv's code, after a failed read
+    int error = 0;  // libuv's code, after a failed read (or one that could not start)
+    std::size_t line_limit = 64 * 1024;  // the longest line read_line() takes
     WaitList readers;
 
     virtual ~Source() = default;

@@ -880,4 +880,58 @@ TEST(Streams, ReadLineLimitCanBeSet) {
     EXPECT_EQ(result, "four;overrun of 5;five!");
 }
 
+// A server writes a block too big for the kernel's buffers, then write_eof()
+// and close() at once: close() must not cut what write_eof() is still
+// sending.
+TEST(Streams, WriteEofThenCloseDeliversEveryQueuedByte) {
+    constexpr std::size_t total = 8 * 1024 * 1024;
+    auto sender = [](coro::StreamReader, coro::StreamWriter writer) -> Task<void> {
+        writer.write(std::string(total, 'e'));
+        writer.write_eof();
+        writer.close();
+        co_await writer.wait_closed();
+    };
+    auto result = with_connection(sender, [](coro::Connection& c) -> Task<std::size_t> {
+        std::size_t received = 0;
+        try {
+            while (true) {
+                std::string chunk = co_await c.reader.read();
+                if (chunk.empty()) break;
+                received += chunk.size();
+            }
+        } catch (const coro::ConnectionError&) {
+            // reset: the rest was dropped
+        }
+        c.writer.close();
+        co_return received;
+    });
+    EXPECT_EQ(result, total);
+}
+
+// Thousands of 4-byte writes (zero-length frames) to a peer that reads
+// nothing: they are counted in buffered(), and they cost one growing buffer
+// with at most one uv_write in flight, not one request per write.
+TEST(Streams, SmallWritesToAStalledPeerShareOneWriteRequest) {
+    auto stalled = [](coro::StreamReader, coro::StreamWriter) -> Task<void> {
+        co_await coro::sleep(1h);  // never reads
+    };
+    auto result = with_connection(stalled, [](coro::Connection& c) -> Task<std::string> {
+        // Fill the kernel's buffers first, so what follows stays with us.
+        std::size_t written = 16 * 1024 * 1024;
+        c.writer.write(std::string(written, 'f'));
+        for (int i = 0; i < 20'000; ++i) {
+            c.writer.write(std::string_view("\0\0\0\0", 4));
+            written += 4;
+        }
+        co_await coro::sleep(20ms);  // let the loop write what the kernel takes
+        const std::size_t buffered = c.writer.buffered();
+        // Every request in flight in the loop (uv_loop_t's public count): the
+        // connect is done and the peer writes nothing, so these are our writes.
+        const unsigned requests = coro::detail::loop()->active_reqs.count;
+        c.writer.abort();
+        co_return std::to_string(buffered == written) + " " + std::to_string(requests);
+    });
+    EXPECT_EQ(result, "1 1");
+}
+
 }  // namespace

@@ -92,15 +92,14 @@ class StreamWriter {
     StreamWriter() = default;
     explicit StreamWriter(std::shared_ptr<detail::Stream> s) : s_(std::move(s)) {}
 
-    // Queues bytes and returns at once: copied, or shared (the shared_ptr
-    // overload: one buffer for many receivers).
-    void write(std::string_view bytes) { write(std::make_shared<const std::string>(bytes)); }
-    void write(std::shared_ptr<const std::string> bytes);
+    // Queues a copy of the bytes and returns at once. Dropped once the stream
+    // is closing, after write_eof(), or after a write failed.
+    void write(std::string_view bytes) { s_->write(bytes); }
     // Above the high-water mark, waits until the queue is down to the low one,
     // so a fast writer cannot queue without bound. At once if the stream is
     // closed; ConnectionError if a write failed.
     Task<void> drain();
-    std::size_t buffered() const { return s_->queued; }  // not written yet
+    std::size_t buffered() const { return s_->queued(); }  // not written yet
     // asyncio's transport.set_write_buffer_limits (default 64 KiB and 16 KiB).
     void set_write_buffer_limits(std::size_t high, std::size_t low) {
         s_->high_water = high;

@@ -17,6 +17,7 @@
 #include <csignal>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cli.hpp"
@@ -61,10 +62,8 @@ struct Server {
 using Receivers = std::vector<std::shared_ptr<Client>>;  // the ones a frame took over the mark
 
 Receivers on_frame(Server& server, Client& from, const std::string& payload);
-void broadcast(Server& server, Client& from, const std::shared_ptr<const std::string>& frame,
-               Receivers& full);
-void send_frame(Server& server, Client& to, const std::shared_ptr<const std::string>& frame,
-                Receivers& full);
+void broadcast(Server& server, Client& from, std::string_view frame, Receivers& full);
+void send_frame(Server& server, Client& to, std::string_view frame, Receivers& full);
 Task<void> pause_reading(Server& server, Client& sender, Client& receiver);
 Task<void> offload_work(Server& server, Client& from, const std::string& payload);
 void close_client(Server& server, Client& client, std::string_view reason);
@@ -142,7 +141,7 @@ Receivers on_frame(Server& server, Client& from, const std::string& payload) {
         work::crunch(payload, server.options.work);
         server.trace.work(from.id, server.options.work.count());
     }
-    auto frame = std::make_shared<const std::string>(frame::encode(payload));
+    const std::string frame = frame::encode(payload);  // once; each write() copies it
     Receivers full;
     if (server.options.echo) {
         send_frame(server, from, frame, full);
@@ -152,8 +151,7 @@ Receivers on_frame(Server& server, Client& from, const std::string& payload) {
     return full;
 }
 
-void broadcast(Server& server, Client& from, const std::shared_ptr<const std::string>& frame,
-               Receivers& full) {
+void broadcast(Server& server, Client& from, std::string_view frame, Receivers& full) {
     for (const auto& to : server.clients) {
         if (to.get() != &from) send_frame(server, *to, frame, full);
     }
@@ -161,12 +159,11 @@ void broadcast(Server& server, Client& from, const std::shared_ptr<const std::st
 
 // Queue a frame without waiting -- write() never blocks. Whether the sender
 // waits is decided after, in pause_reading.
-void send_frame(Server& server, Client& to, const std::shared_ptr<const std::string>& frame,
-                Receivers& full) {
+void send_frame(Server& server, Client& to, std::string_view frame, Receivers& full) {
     if (to.writer.is_closing()) return;
     if (to.writer.buffered() == 0) to.last_progress = Clock::now();  // the stall clock starts
-    to.writer.write(frame);                                          // shared, not copied
-    server.trace.queue(to.id, frame->size(), to.writer.buffered());
+    to.writer.write(frame);  // copied into its queue: one buffer per receiver, not per frame
+    server.trace.queue(to.id, frame.size(), to.writer.buffered());
     // The frame is queued whatever the size of the queue: a reader that keeps
     // reading never loses one. But past the mark its sender waits for it to
     // drain, so TCP slows that sender down and the queue cannot grow.

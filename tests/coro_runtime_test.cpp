@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <coroutine>
 #include <csignal>
 #include <memory>
 #include <string>
@@ -713,6 +714,224 @@ TEST(Streams, OpenConnectionSaysWhyItFailed) {
         co_return "connected?";
     };
     EXPECT_NE(coro::run(main()).find("cannot connect"), std::string::npos);
+}
+
+// ---------------------------------------------------------------------------
+// Edge cases: never crash, never grow
+
+// A coroutine that starts at once and that the test destroys by hand.
+struct Eager {
+    struct promise_type {
+        Eager get_return_object() {
+            return {std::coroutine_handle<promise_type>::from_promise(*this)};
+        }
+        std::suspend_never initial_suspend() noexcept { return {}; }
+        std::suspend_always final_suspend() noexcept { return {}; }
+        void return_void() {}
+        void unhandled_exception() { std::terminate(); }
+    };
+    std::coroutine_handle<promise_type> handle;
+};
+Eager park_on(coro::detail::WaitList& list, int& woken) {
+    co_await coro::detail::park(list);
+    ++woken;
+}
+
+// A frame destroyed while parked leaves its wait list: a later wake_all must
+// not touch the freed awaiter (or resume the destroyed frame).
+TEST(WaitList, AWaiterWhoseFrameIsDestroyedLeavesTheList) {
+    auto main = []() -> Task<int> {
+        coro::detail::WaitList list;
+        int woken = 0;
+        Eager gone = park_on(list, woken);
+        Eager stays = park_on(list, woken);
+        gone.handle.destroy();
+        list.wake_all();
+        co_await coro::sleep(1ms);  // the ready queue runs
+        stays.handle.destroy();
+        co_return woken;
+    };
+    EXPECT_EQ(coro::run(main()), 1);
+}
+
+// After main returns, run() cancels each leftover task once, then waits for
+// it: a task that cleans up with awaits of its own is not cancelled again.
+TEST(Run, CancelsEachLeftoverTaskOnceAndWaitsForItsCleanup) {
+    static bool cleaned_up = false;
+    auto main = []() -> Task<void> {
+        (void)coro::spawn([]() -> Task<void> {
+            bool cancelled = false;
+            try {
+                co_await coro::sleep(1h);
+            } catch (const coro::CancelledError&) {
+                cancelled = true;
+            }
+            if (cancelled) {
+                co_await coro::sleep(5ms);  // cleanup that takes time
+                cleaned_up = true;
+            }
+        });
+        co_await coro::sleep(1ms);
+    };
+    EXPECT_NO_THROW(coro::run(main()));
+    EXPECT_TRUE(cleaned_up);
+}
+
+// A leftover task that ignores its cancel and waits for something that can
+// no longer happen: run() ends anyway, and frees its frame (no leak).
+TEST(Run, FreesTheFrameOfALeftoverTaskNothingCanWake) {
+    static int alive = 0;
+    struct Counted {
+        Counted() { ++alive; }
+        ~Counted() { --alive; }
+    };
+    auto main = []() -> Task<void> {
+        (void)coro::spawn([]() -> Task<void> {
+            Counted in_the_frame;
+            coro::Event never;
+            try {
+                co_await never.wait();
+            } catch (const coro::CancelledError&) {
+            }
+            co_await never.wait();  // ignores the cancel: nothing wakes it now
+        });
+        co_await coro::sleep(1ms);
+    };
+    EXPECT_NO_THROW(coro::run(main()));
+    EXPECT_EQ(alive, 0);
+}
+
+// An exception out of run() (here: main waits for what cannot happen) must
+// leave the runtime ready for the next run.
+TEST(Run, WorksAgainAfterARunThatThrew) {
+    auto stuck = []() -> Task<void> {
+        coro::Event never;
+        co_await never.wait();
+    };
+    EXPECT_THROW(coro::run(stuck()), std::logic_error);
+    EXPECT_EQ(coro::run(answer()), 42);
+}
+
+// A read that cannot start (uv_read_start fails: this TCP handle was never
+// connected) throws ConnectionError instead of waiting forever.
+TEST(Streams, AReadThatCannotStartThrowsConnectionError) {
+    auto main = []() -> Task<std::string> {
+        std::string log;
+        coro::StreamReader reader(coro::detail::tcp_stream());
+        try {
+            co_await reader.read();
+            log += "read;";
+        } catch (const coro::ConnectionError&) {
+            log += "error;";
+        }
+        co_await reader.wait();  // the frame-less wait, too: returns at once...
+        try {
+            (void)reader.ended();  // ...and ended() says why
+            log += "ended";
+        } catch (const coro::ConnectionError&) {
+            log += "error";
+        }
+        co_return log;
+    };
+    std::string result;
+    EXPECT_NO_THROW(result = coro::run(main()));
+    EXPECT_EQ(result, "error;error");
+}
+
+// read_line() has a limit, like asyncio's StreamReader (64 KiB by default):
+// a longer line raises, and its bytes stay buffered for the caller.
+TEST(Streams, ReadLineRaisesPastItsLimitAndKeepsTheBytes) {
+    auto result = with_connection(echo, [](coro::Connection& c) -> Task<std::string> {
+        const std::string long_line(100 * 1024, 'l');
+        c.writer.write(long_line + "\nshort\n");
+        std::string log;
+        try {
+            co_await c.reader.read_line();
+            log += "no error;";
+        } catch (const coro::LimitOverrunError& e) {
+            log += "overrun of " + std::to_string(e.consumed) + ";";
+        }
+        // The caller decides: here, skip the long line.
+        std::string skipped = co_await c.reader.read_exactly(long_line.size() + 1);
+        log += std::to_string(skipped.size()) + ";";
+        log += *co_await c.reader.read_line();
+        c.writer.close();
+        co_return log;
+    });
+    EXPECT_EQ(result, "overrun of 102401;102401;short");
+}
+
+// The limit can be set; a line exactly that long is fine, and a peer that
+// never sends a newline is cut short once the limit is passed.
+TEST(Streams, ReadLineLimitCanBeSet) {
+    auto result = with_connection(echo, [](coro::Connection& c) -> Task<std::string> {
+        c.reader.set_limit(4);
+        c.writer.write("four\nfive!");
+        std::string log = *co_await c.reader.read_line() + ";";
+        try {
+            co_await c.reader.read_line();  // 5 bytes buffered, no newline yet
+        } catch (const coro::LimitOverrunError& e) {
+            log += "overrun of " + std::to_string(e.consumed) + ";";
+        }
+        log += co_await c.reader.read_exactly(5);
+        c.writer.close();
+        co_return log;
+    });
+    EXPECT_EQ(result, "four;overrun of 5;five!");
+}
+
+// A server writes a block too big for the kernel's buffers, then write_eof()
+// and close() at once: close() must not cut what write_eof() is still
+// sending.
+TEST(Streams, WriteEofThenCloseDeliversEveryQueuedByte) {
+    constexpr std::size_t total = 8 * 1024 * 1024;
+    auto sender = [](coro::StreamReader, coro::StreamWriter writer) -> Task<void> {
+        writer.write(std::string(total, 'e'));
+        writer.write_eof();
+        writer.close();
+        co_await writer.wait_closed();
+    };
+    auto result = with_connection(sender, [](coro::Connection& c) -> Task<std::size_t> {
+        std::size_t received = 0;
+        try {
+            while (true) {
+                std::string chunk = co_await c.reader.read();
+                if (chunk.empty()) break;
+                received += chunk.size();
+            }
+        } catch (const coro::ConnectionError&) {
+            // reset: the rest was dropped
+        }
+        c.writer.close();
+        co_return received;
+    });
+    EXPECT_EQ(result, total);
+}
+
+// Thousands of 4-byte writes (zero-length frames) to a peer that reads
+// nothing: they are counted in buffered(), and they cost one growing buffer
+// with at most one uv_write in flight, not one request per write.
+TEST(Streams, SmallWritesToAStalledPeerShareOneWriteRequest) {
+    auto stalled = [](coro::StreamReader, coro::StreamWriter) -> Task<void> {
+        co_await coro::sleep(1h);  // never reads
+    };
+    auto result = with_connection(stalled, [](coro::Connection& c) -> Task<std::string> {
+        // Fill the kernel's buffers first, so what follows stays with us.
+        std::size_t written = 16 * 1024 * 1024;
+        c.writer.write(std::string(written, 'f'));
+        for (int i = 0; i < 20'000; ++i) {
+            c.writer.write(std::string_view("\0\0\0\0", 4));
+            written += 4;
+        }
+        co_await coro::sleep(20ms);  // let the loop write what the kernel takes
+        const std::size_t buffered = c.writer.buffered();
+        // Every request in flight in the loop (uv_loop_t's public count): the
+        // connect is done and the peer writes nothing, so these are our writes.
+        const unsigned requests = coro::detail::loop()->active_reqs.count;
+        c.writer.abort();
+        co_return std::to_string(buffered == written) + " " + std::to_string(requests);
+    });
+    EXPECT_EQ(result, "1 1");
 }
 
 }  // namespace

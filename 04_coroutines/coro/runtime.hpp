@@ -46,8 +46,9 @@ struct TimeoutError : std::runtime_error {
 };
 
 // Runs `main` on a fresh loop until it finishes; then cancels the tasks still
-// running, waits for them, closes every handle left open, and checks that
-// uv_loop_close succeeds. Returns main's result or rethrows its exception.
+// running (once each), waits for them, closes every handle left open, and
+// checks that uv_loop_close succeeds. Returns main's result or rethrows its
+// exception. A task left waiting for what can no longer happen is freed.
 template <typename T>
 T run(Task<T> main);
 

@@ -36,6 +36,17 @@ struct IncompleteReadError : std::runtime_error {
     std::size_t expected;
 };
 
+// read_line() found no end of line within the reader's limit (asyncio's
+// LimitOverrunError). The bytes stay buffered, as in asyncio's readuntil():
+// the caller may read() or consume() them, or give up and close. `consumed`
+// is how many bytes the line takes, the newline included (or how many are
+// buffered, if no newline came yet).
+struct LimitOverrunError : std::runtime_error {
+    LimitOverrunError(const std::string& what, std::size_t consumed_bytes)
+        : std::runtime_error(what), consumed(consumed_bytes) {}
+    std::size_t consumed;
+};
+
 // A libuv error on a connection (reset, refused...); `code` is libuv's.
 struct ConnectionError : std::runtime_error {
     ConnectionError(const std::string& what, int uv_code)
@@ -50,7 +61,10 @@ class StreamReader {
 
     Task<std::string> read(std::size_t max = 64 * 1024);  // some bytes; empty at the end
     Task<std::string> read_exactly(std::size_t n);        // or IncompleteReadError
-    Task<std::optional<std::string>> read_line();         // without '\n'; nullopt at the end
+    // Without '\n'; nullopt at the end. LimitOverrunError past the limit.
+    Task<std::optional<std::string>> read_line();
+    // The longest line read_line() takes (asyncio's `limit`, 64 KiB by default).
+    void set_limit(std::size_t bytes) { s_->line_limit = bytes; }
     bool at_eof() const { return s_->eof && s_->buffer.empty(); }
 
     // For parsers that work on the buffer in place (the server's FrameReader):
@@ -62,7 +76,9 @@ class StreamReader {
     // or the stream ended (ended() says which).
     detail::Parked wait() {
         s_->want_more();
-        return detail::park(s_->readers);
+        // Nothing more can come (the end, or a read that could not even
+        // start): no wait, or nothing would ever wake us.
+        return detail::park(s_->readers, s_->eof || s_->error != 0);
     }
     bool ended() const;  // at_eof(), or ConnectionError after a failed read
 
@@ -76,15 +92,14 @@ class StreamWriter {
     StreamWriter() = default;
     explicit StreamWriter(std::shared_ptr<detail::Stream> s) : s_(std::move(s)) {}
 
-    // Queues bytes and returns at once: copied, or shared (the shared_ptr
-    // overload: one buffer for many receivers).
-    void write(std::string_view bytes) { write(std::make_shared<const std::string>(bytes)); }
-    void write(std::shared_ptr<const std::string> bytes);
+    // Queues a copy of the bytes and returns at once. Dropped once the stream
+    // is closing, after write_eof(), or after a write failed.
+    void write(std::string_view bytes) { s_->write(bytes); }
     // Above the high-water mark, waits until the queue is down to the low one,
     // so a fast writer cannot queue without bound. At once if the stream is
     // closed; ConnectionError if a write failed.
     Task<void> drain();
-    std::size_t buffered() const { return s_->queued; }  // not written yet
+    std::size_t buffered() const { return s_->queued(); }  // not written yet
     // asyncio's transport.set_write_buffer_limits (default 64 KiB and 16 KiB).
     void set_write_buffer_limits(std::size_t high, std::size_t low) {
         s_->high_water = high;

@@ -140,28 +140,53 @@ void init_loop() {
     uv_idle_init(&runtime.loop, &runtime.idle->uv.idle);
 }
 
-void run_loop(const std::function<bool()>& done) {
-    while (!done()) {
-        // UV_RUN_ONCE blocks until something happens. If nothing can happen
-        // (no handle, no ready task), the main task is stuck forever: say so.
-        if (uv_run(&runtime.loop, UV_RUN_ONCE) == 0 && !done() && runtime.ready.empty())
-            throw std::logic_error("coro::run: main task waits for something that cannot happen");
-    }
-    // Like asyncio.run: cancel every task still running and let each unwind.
+namespace {
+// Like asyncio.run: cancel every task still running, once, and wait for each
+// to unwind -- its cleanup may await, and cancelling again would cut that
+// short. A task that waits for something that can no longer happen (nothing
+// left to wake it) is freed: its frame is destroyed, its destructors run.
+void finish_tasks() {
+    for (TaskRoot* root : std::set<TaskRoot*>(runtime.roots))
+        root->request_cancel();
     while (!runtime.roots.empty()) {
-        for (TaskRoot* root : std::set<TaskRoot*>(runtime.roots))
-            root->request_cancel();
-        if (uv_run(&runtime.loop, UV_RUN_ONCE) == 0 && runtime.ready.empty()) break;
+        const bool idle = uv_run(&runtime.loop, UV_RUN_ONCE) == 0 && runtime.ready.empty();
+        if (idle && !runtime.roots.empty())              // nothing can wake those left: free one
+            (*runtime.roots.begin())->driver.destroy();  // (it untracks itself)
     }
-    // Close every handle left (a server nobody closed, say), so that no
-    // descriptor outlives the run. Each of ours is a Handle.
+}
+
+// Close every handle left (a server nobody closed, say), so that no
+// descriptor outlives the run, and leave the runtime ready for the next.
+void close_loop() {
     auto close = [](uv_handle_t* h, void*) { static_cast<Handle*>(h->data)->close(); };
-    uv_walk(&runtime.loop, close, nullptr);
+    uv_walk(&runtime.loop, close, nullptr);  // each of ours is a Handle
     uv_run(&runtime.loop, UV_RUN_DEFAULT);
+    runtime.ready.clear();
     runtime.idle = nullptr;
     runtime.initialised = false;
     if (int rc = uv_loop_close(&runtime.loop); rc != 0)
         throw std::logic_error(fmt::format("coro::run: uv_loop_close: {}", uv_strerror(rc)));
+}
+}  // namespace
+
+void run_loop(const std::function<bool()>& done) {
+    std::exception_ptr error;
+    try {
+        while (!done()) {
+            // UV_RUN_ONCE blocks until something happens. If nothing can
+            // happen (no handle, no ready task), the main task is stuck
+            // forever: say so.
+            if (uv_run(&runtime.loop, UV_RUN_ONCE) == 0 && !done() && runtime.ready.empty())
+                throw std::logic_error(
+                    "coro::run: main task waits for something that cannot happen");
+        }
+    } catch (...) {
+        // Rethrown below, once the run is wound up: a later run must work.
+        error = std::current_exception();
+    }
+    finish_tasks();
+    close_loop();
+    if (error) std::rethrow_exception(error);
 }
 
 }  // namespace coro::detail

@@ -23,6 +23,9 @@ struct TaskRoot {
     // The cancellable awaiter the task is suspended in: it registers itself
     // here when it suspends and unregisters when it resumes.
     Park* hook = nullptr;
+    // The coroutine that runs the task (see drive): run() destroys it if the
+    // task waits for something that can no longer happen.
+    std::coroutine_handle<> driver;
 
     void request_cancel();  // interrupts that await; without one, the next one throws
     // One cancel, one CancelledError (as in asyncio): consumes a pending one.
@@ -68,7 +71,13 @@ class Park {
     virtual void interrupt();
 
   protected:
-    ~Park() = default;
+    // A frame may be destroyed while it waits here (run() frees a task that
+    // nothing can wake): leave the list then, or a later wake_all would
+    // touch this freed awaiter and resume a destroyed frame.
+    ~Park() {
+        if (linked_) unlink();
+        if (root_ && root_->hook == this) root_->hook = nullptr;
+    }
     std::coroutine_handle<> me_;
     TaskRoot* root_ = nullptr;
     bool cancelled_ = false, linked_ = false;
@@ -80,10 +89,15 @@ class Park {
     Park *prev_ = nullptr, *next_ = nullptr;
 };
 struct Parked final : Park {  // (a Park that is not part of another awaiter)
-    using Park::Park;
+    Parked(WaitList& list, bool ready) : Park(list), ready_(ready) {}
+    bool await_ready() const noexcept { return ready_; }  // no wait at all
+
+  private:
+    bool ready_;
 };
-inline Parked park(WaitList& list) {
-    return Parked(list);
+// `ready`: what we would wait for is there already (or can never come).
+inline Parked park(WaitList& list, bool ready = false) {
+    return Parked(list, ready);
 }
 
 // A libuv handle on the heap: close() asks libuv to close it, and the memory
@@ -195,6 +209,19 @@ struct Driver {
 
 template <typename T>
 Driver drive(std::shared_ptr<SpawnState<T>> s) {
+    // Destroyed before its end (by run(), for a task that nothing can wake
+    // any more): the task ends as cancelled all the same, so that whoever
+    // holds its JoinHandle or waits for it is told, and its frame is freed.
+    struct Unfinished {
+        SpawnState<T>& s;
+        ~Unfinished() {
+            if (s.done) return;
+            s.error = std::make_exception_ptr(CancelledError());
+            s.cancelled = true;
+            s.finish();
+        }
+    };
+    Unfinished guard{*s};
     try {
         if constexpr (std::is_void_v<T>) {
             co_await s->task;
@@ -216,7 +243,8 @@ using Gathered = std::conditional_t<std::is_void_v<T>, void, std::vector<T>>;  /
 template <typename T>
 std::shared_ptr<SpawnState<T>> start(std::shared_ptr<SpawnState<T>> s) {
     track(s.get());
-    schedule(drive(s).handle, s.get());
+    s->driver = drive(s).handle;
+    schedule(s->driver, s.get());
     return s;
 }
 

@@ -50,22 +50,88 @@ void Stream::want_more() {
     reading = error == 0;
 }
 
+void Stream::write(std::string_view bytes) {
+    if (!handle || ending || write_error || bytes.empty()) return;  // see StreamWriter::write
+    pending.append(bytes);
+    flush();
+}
+
+void Stream::flush() {
+    if (!in_flight.empty() || pending.empty() || !handle || write_error) return;
+    std::swap(in_flight, pending);  // (pending is empty now)
+    // The request owns itself and keeps the stream -- and so `in_flight` --
+    // alive until its callback: libuv reads those bytes until then, whatever
+    // the task that wrote them does meanwhile, even if it is cancelled and gone.
+    struct Write {
+        uv_write_t req;
+        std::shared_ptr<Stream> stream;
+    };
+    auto* w = new Write{.req = {}, .stream = shared_from_this()};
+    w->req.data = w;
+    uv_buf_t buf = uv_buf_init(in_flight.data(), static_cast<unsigned>(in_flight.size()));
+    const int rc = uv_write(&w->req, handle->stream(), &buf, 1, [](uv_write_t* req, int status) {
+        std::unique_ptr<Write> done(static_cast<Write*>(req->data));
+        Stream& s = *done->stream;
+        const std::size_t n = s.in_flight.size();
+        // Keep a small buffer for the next write; give a big one back, so a
+        // burst does not pin its memory for the life of the connection.
+        if (s.in_flight.capacity() > chunk) {
+            s.in_flight = std::string();
+        } else {
+            s.in_flight.clear();
+        }
+        if (status == 0) {
+            if (s.on_written) s.on_written(n);
+            s.flush();                        // the next write: everything written meanwhile
+        } else if (status != UV_ECANCELED) {  // (cancelled: abort() closed the handle)
+            s.write_failed(status);
+        }
+        if (s.queued() <= s.low_water || s.write_error) s.drainers.wake_all();
+    });
+    if (rc != 0) {
+        delete w;
+        return write_failed(rc);
+    }
+    // write_eof() or close() came while these were pending: the end of stream
+    // goes after them (libuv keeps the order of a stream's requests).
+    if (ending) send_shutdown();
+}
+
+// After a failed write (reset, broken pipe) nothing queued can go out: drop
+// it, wake the drainers at once (drain() throws), and close if close() waits.
+void Stream::write_failed(int rc) {
+    if (!write_error) write_error = rc;
+    pending.clear();
+    in_flight.clear();  // (libuv has let go of it: its callback ran, or it never took it)
+    drainers.wake_all();
+    if (close_when_ended) abort();
+}
+
 void Stream::shutdown(bool then_close) {
     if (!handle) return;
+    close_when_ended = close_when_ended || then_close;
+    // Asked already (write_eof() then close()): that shutdown closes too.
+    if (std::exchange(ending, true)) return;
+    // Bytes not yet handed to libuv go first: flush() sends the shutdown
+    // once it has handed them over (a write is in flight until then).
+    if (pending.empty()) send_shutdown();
+}
+
+void Stream::send_shutdown() {
     struct Shutdown {  // (every request lives on the heap until its callback)
         uv_shutdown_t req;
         std::shared_ptr<Stream> stream;
-        bool then_close;
     };
-    auto* op = new Shutdown{.req = {}, .stream = shared_from_this(), .then_close = then_close};
+    auto* op = new Shutdown{.req = {}, .stream = shared_from_this()};
     op->req.data = op;
-    // Its callback comes once every queued write has gone out.
+    // Its callback comes once every write handed to libuv has gone out. Read
+    // close_when_ended then, not now: close() may come in between.
     if (uv_shutdown(&op->req, handle->stream(), [](uv_shutdown_t* req, int) {
             std::unique_ptr<Shutdown> done(static_cast<Shutdown*>(req->data));
-            if (done->then_close) done->stream->abort();
+            if (done->stream->close_when_ended) done->stream->abort();
         }) != 0) {
-        if (then_close) abort();
         delete op;
+        if (close_when_ended) abort();
     }
 }
 
@@ -75,18 +141,19 @@ void Stream::close() {
     eof = true;
     readers.wake_all();
     if (!handle || flushing) return;
-    if (queued == 0 || write_error) return abort();
+    if (queued() == 0 || write_error) return abort();
     flushing = true;
     shutdown(true);
 }
 
 void Stream::abort() {
     if (!handle) return;
+    pending.clear();  // dropped; `in_flight` is libuv's until its callback (UV_ECANCELED)
     // Stay alive until libuv lets go: on_closed tells wait_closed().
     handle->on_closed = [self = shared_from_this(), tell = std::move(handle->on_closed)] {
         tell();
     };
-    std::exchange(handle, nullptr)->close();  // pending writes end with UV_ECANCELED first
+    std::exchange(handle, nullptr)->close();  // a pending write ends with UV_ECANCELED first
 }
 
 std::string Stream::address(bool peer) const {
@@ -138,7 +205,8 @@ Task<bool> StreamReader::more() {
     const std::size_t before = s.buffer.size();
     while (s.buffer.size() == before && !s.eof && !s.error) {
         s.want_more();
-        co_await detail::park(s.readers);
+        // If uv_read_start failed, nothing will ever wake us: no wait then.
+        co_await detail::park(s.readers, s.error != 0);
     }
     if (s.buffer.size() == before && s.error) throw ConnectionError(uv_strerror(s.error), s.error);
     co_return s.buffer.size() > before;
@@ -175,15 +243,20 @@ Task<std::string> StreamReader::read_exactly(std::size_t n) {
 }
 
 Task<std::optional<std::string>> StreamReader::read_line() {
+    const std::size_t limit = s_->line_limit;
     std::size_t scanned = 0;  // no byte is looked at twice
     std::size_t end;
     while ((end = buffered().find('\n', scanned)) == std::string_view::npos) {
         scanned = s_->buffer.size();
+        // Without a limit, a peer that never sends '\n' would make us buffer
+        // without bound (reading stops at read_limit, but more() restarts it).
+        if (scanned > limit) throw LimitOverrunError("no end of line within the limit", scanned);
         if (co_await more()) continue;
         if (s_->buffer.empty()) co_return std::nullopt;
         end = s_->buffer.size();  // a last line without a newline
         break;
     }
+    if (end > limit) throw LimitOverrunError("line longer than the limit", end + 1);
     std::string line(buffered().substr(0, end));
     consume(std::min(end + 1, s_->buffer.size()));
     co_return line;
@@ -192,40 +265,10 @@ Task<std::optional<std::string>> StreamReader::read_line() {
 // ---------------------------------------------------------------------------
 // StreamWriter
 
-void StreamWriter::write(std::shared_ptr<const std::string> bytes) {
-    detail::Stream& s = *s_;
-    if (!s.handle || s.flushing || s.write_error || bytes->empty()) return;  // closing
-    // One uv_write in flight owns (or shares) its bytes and keeps the stream
-    // alive: libuv reads them until the callback, whatever the task that
-    // wrote them does meanwhile -- even if it is cancelled and gone.
-    struct Write {
-        uv_write_t req;
-        std::shared_ptr<detail::Stream> stream;
-        std::shared_ptr<const std::string> bytes;
-    };
-    auto* w = new Write{.req = {}, .stream = s_, .bytes = std::move(bytes)};
-    w->req.data = w;
-    uv_buf_t buf =
-        uv_buf_init(const_cast<char*>(w->bytes->data()), static_cast<unsigned>(w->bytes->size()));
-    s.write_error = uv_write(&w->req, s.handle->stream(), &buf, 1, [](uv_write_t* req, int rc) {
-        std::unique_ptr<Write> done(static_cast<Write*>(req->data));
-        detail::Stream& st = *done->stream;
-        st.queued -= done->bytes->size();
-        if (rc < 0 && rc != UV_ECANCELED && !st.write_error) st.write_error = rc;
-        if (rc == 0 && st.on_written) st.on_written(done->bytes->size());
-        if (st.queued <= st.low_water || st.write_error) st.drainers.wake_all();
-    });
-    if (s.write_error) {
-        delete w;
-        return;
-    }
-    s.queued += w->bytes->size();
-}
-
 Task<void> StreamWriter::drain() {
     detail::Stream& s = *s_;
-    if (s.queued > s.high_water) {
-        while (s.queued > s.low_water && !s.write_error && s.handle)
+    if (s.queued() > s.high_water) {
+        while (s.queued() > s.low_water && !s.write_error && s.handle)
             co_await detail::park(s.drainers);
     }
     if (s.write_error) throw ConnectionError(uv_strerror(s.write_error), s.write_error);

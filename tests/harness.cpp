@@ -307,7 +307,9 @@ Server::Server(const std::vector<std::string>& command, const std::vector<std::s
 }
 
 Peer::Peer(const std::string& host, std::uint16_t port, int receive_buffer)
-    : fd_(net::connect_tcp(host, port, receive_buffer)) {}
+    : fd_(net::connect_tcp(host, port, receive_buffer)) {
+    net::ignore_sigpipe();  // a connection the server cut must fail a test, not kill the suite
+}
 
 void Peer::send_frame(std::string_view payload) {
     send_raw(frame::encode(payload));

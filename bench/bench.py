@@ -161,19 +161,28 @@ class Progress:
         print(f"\r[{self.done}/{self.total} {elapsed:5.0f}s] {what:<60}", end="", file=sys.stderr, flush=True)
 
 
+# The stalled-reader workload's frame sizes: (key suffix, payload bytes, MiB moved).
+# 64 KiB frames, and 1-byte frames -- where what a queued frame costs beyond
+# its bytes (a header, an allocation, a write request) would show.
+def slow_sizes(megabytes):
+    return [("", 64 * 1024, megabytes), ("1", 1, max(2, megabytes // 64))]
+
+
 def run_slow_reader(found, build, megabytes, progress):
     """A reader and a sender, alone and next to a client that never reads."""
-    slow = {}  # name -> {"alone": result, "stalled": result}
+    slow = {}  # name -> {"alone": result, "stalled": result, "alone1": ..., "stalled1": ...}
     for name, command in found.items():
-        for stalled in (0, 1):
-            progress.step(f"slow reader ({'with' if stalled else 'without'} a stalled client): {name}")
-            if name == "raw_epoll":
-                continue
-            proc, port = start(command, [])
-            slow.setdefault(name, {})["stalled" if stalled else "alone"] = loadgen(
-                build, port, "--mode", "slowreader", "--pid", proc.pid, "--stalled", stalled,
-                "--megabytes", megabytes)
-            stop(proc)
+        for suffix, size, mb in slow_sizes(megabytes):
+            for stalled in (0, 1):
+                progress.step(f"slow reader, {size} B frames ({'with' if stalled else 'without'} "
+                              f"a stalled client): {name}")
+                if name == "raw_epoll":
+                    continue
+                proc, port = start(command, [])
+                slow.setdefault(name, {})[("stalled" if stalled else "alone") + suffix] = loadgen(
+                    build, port, "--mode", "slowreader", "--pid", proc.pid, "--stalled", stalled,
+                    "--megabytes", mb, "--size", size)
+                stop(proc)
     return slow
 
 
@@ -233,7 +242,7 @@ def main():
             cpu = run_cpu_bound(found, args.build, cpu_frames, Progress(12))
             raw["cpu_bound"] = [[list(k), v] for k, v in cpu.items()]
         else:
-            raw["slow"] = run_slow_reader(found, args.build, slow_mb, Progress(2 * len(found)))
+            raw["slow"] = run_slow_reader(found, args.build, slow_mb, Progress(4 * len(found)))
         print(file=sys.stderr)
         save_raw(out / "raw.json", raw)
         write_results(out, **raw)
@@ -250,7 +259,7 @@ def main():
     echo = {}     # (name, conns, size) -> [results]
     fanout = {}   # (name, receivers) -> [results]
     notes = dict(skipped)
-    total = rounds * len(found) * (len(echo_cases) + len(fanout_cases)) + 3 * len(found) + 12
+    total = rounds * len(found) * (len(echo_cases) + len(fanout_cases)) + 5 * len(found) + 12
     progress = Progress(total)
 
     for round_ in range(rounds):
@@ -447,31 +456,36 @@ def write_results(out, names, notes, echo, fanout, capacity, slow, slow_mb, echo
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
 
     # Slow reader.
-    lines += ["", f"## A stalled receiver while a reader takes {slow_mb} MiB", "",
+    mb_big, mb_small = slow_sizes(slow_mb)[0][2], slow_sizes(slow_mb)[1][2]
+    lines += ["", f"## A stalled receiver while a reader takes {mb_big} MiB (64 KiB frames) or {mb_small} MiB "
+              "(1-byte frames)", "",
               "A sender and a reader exchange frames in 1 MiB windows while a third client never "
               "reads. A server that slows senders down holds everyone back until it cuts the "
               "stalled client (our stall timeout: 5 s): the reader's longest wait. After the cut "
-              "the reader should be back at its speed alone. Goal: peak server RSS under 64 MiB "
-              "and the reader after the wait at over 80% of its speed alone.", "",
-              "| server | reader alone (MB/s) | longest wait (s) | after the wait (MB/s) | ratio | "
+              "the reader should be back at its speed alone. With 1-byte frames a window is "
+              "about 200,000 frames: what a server pays per queued frame beyond its bytes shows "
+              "in its peak RSS. Goal: peak server RSS under 64 MiB for both sizes, and with "
+              "64 KiB frames the reader after the wait at 0.9x of its speed alone or better.", "",
+              "| server | frames | reader alone (MB/s) | longest wait (s) | after the wait (MB/s) | ratio | "
               "overall (MB/s) | peak RSS (MiB) | goal |",
-              "|---|---|---|---|---|---|---|---|"]
-    for name in names:
+              "|---|---|---|---|---|---|---|---|---|"]
+    for name, suffix in [(n, s) for s in ("", "1") for n in names]:
         r = slow.get(name)
-        if not r:
+        if not r or ("alone" + suffix) not in r:
             continue
-        alone, stalled = r.get("alone", {}), r.get("stalled", {})
+        alone, stalled = r.get("alone" + suffix, {}), r.get("stalled" + suffix, {})
+        frames = "64 KiB" if not suffix else "1 B"
         if not (alone.get("ok") and stalled.get("ok")):
             error = alone.get("error") or stalled.get("error")
-            lines.append(f"| {name} | -- | -- | -- | -- | -- | -- | failed: {error} |")
+            lines.append(f"| {name} | {frames} | -- | -- | -- | -- | -- | -- | failed: {error} |")
             continue
         after = stalled.get("mb_per_s_after_wait", stalled["mb_per_s"])
         ratio = after / alone["mb_per_s"]
         peak = stalled["peak_rss_kb"] / 1024
-        met = "met" if ratio >= 0.8 and peak < 64 else "missed"
+        met = "met" if (ratio >= 0.9 or suffix) and peak < 64 else "missed"
         if quick:
             met = "--"  # one short round says nothing about a goal
-        lines.append(f"| {name} | {alone['mb_per_s']:.0f} | {stalled.get('longest_wait_s', 0):.1f} | "
+        lines.append(f"| {name} | {frames} | {alone['mb_per_s']:.0f} | {stalled.get('longest_wait_s', 0):.1f} | "
                      f"{after:.0f} | {ratio:.2f} | {stalled['mb_per_s']:.0f} | {peak:.1f} | {met} |")
 
     # A CPU-bound handler.
@@ -554,6 +568,11 @@ def write_results(out, names, notes, echo, fanout, capacity, slow, slow_mb, echo
     (out / "bench.md").write_text(table)
     plot(out, names)
     print(table)
+    # The full run's figures travel on: into every document that quotes one
+    # (bench/figures.py) and into the decks' tables (slides/excerpts.py).
+    if not quick and out.resolve() == (ROOT / "bench/results").resolve():
+        subprocess.run([sys.executable, str(ROOT / "bench/figures.py"), "--update"], check=True)
+        subprocess.run([sys.executable, str(ROOT / "slides/excerpts.py"), "--update"], check=True)
 
 
 # One colour per server, the same in every plot, none shared (Okabe-Ito and

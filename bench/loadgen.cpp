@@ -10,7 +10,8 @@
 //   --mode capacity  idle connections added in steps; after each step a round
 //                    trip on a probe connection, and the server's RSS and
 //                    thread count from /proc/PID/status.
-//   --mode slowreader  a sender and a reader exchange 100 MiB on a relay
+//   --mode slowreader  a sender and a reader exchange --megabytes MiB in
+//                    frames of --size bytes, in windows of about 1 MiB, on a relay
 //                    server, with (--stalled 1) or without a third client that
 //                    never reads: the reader's MB/s, its longest wait for a
 //                    frame (a server that slows senders down holds everyone
@@ -384,19 +385,23 @@ void run_slowreader(const Options& o) {
     }
     if (!synced) fail("reader never got a sync frame");
 
-    const std::string block(64 * 1024, 's');
-    const std::string encoded = frame::encode(block);
-    const int frames = o.megabytes * 16, window = 16;
+    // Frames of --size bytes, in windows of about 1 MiB on the wire: the
+    // sender writes a window, the reader reads it, and so on.
+    const std::string encoded = frame::encode(std::string(o.size, 's'));
+    const int window = static_cast<int>(std::max<std::size_t>(1, (1 << 20) / encoded.size()));
+    const int frames = static_cast<int>(
+        static_cast<long long>(o.megabytes) * (1 << 20) / encoded.size() / window * window);
+    std::string window_bytes;
+    for (int i = 0; i < window; ++i)
+        window_bytes += encoded;
     const auto start = Clock::now();
     auto last = start, gap_end = start;
     Clock::duration longest_gap{};
     int frames_after_gap = frames;
     for (int first = 0; first < frames; first += window) {
+        if (!net::send_all(sender.get(), window_bytes)) fail("sender: send failed");
         for (int i = 0; i < window; ++i) {
-            if (!net::send_all(sender.get(), encoded)) fail("sender: send failed");
-        }
-        for (int i = 0; i < window; ++i) {
-            if (!next_frame(20000)) fail(fmt::format("reader: no frame after {} MiB", first / 16));
+            if (!next_frame(20000)) fail(fmt::format("reader: no frame after {} frames", first));
             const auto now = Clock::now();
             if (now - last > longest_gap) {
                 longest_gap = now - last;

@@ -13,6 +13,13 @@
 //     max_pending + one frame (max frame + 4 bytes) per sender
 //
 // and a slow reader slows its senders down instead of losing frames.
+//
+// Those are bytes, queued as bytes: every stage appends a frame to a
+// receiver's byte buffer (03 and 04: two, the one being written and the one
+// filling behind it), never one allocation or write request per frame. So the
+// memory a receiver costs is at most 4x its queued bytes (buffers double as
+// they grow; 02's keeps written bytes until they are half of it) plus its
+// connection's fixed cost, whatever the size of the frames -- 0 bytes included.
 #pragma once
 
 #include <chrono>

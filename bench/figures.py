@@ -1,0 +1,294 @@
+#!/usr/bin/env python3
+"""Every measured figure the documents quote comes from the benchmark's
+results, through this file -- and a check that they still say what the
+results say.
+
+A sentence stays hand-written; the number inside it is a placeholder that
+names a figure, and this script writes the figure's text between the markers:
+
+    03 holds an idle connection in <!-- fig: idle.03_libuv -->518 B<!-- /fig -->.
+
+A table (or any longer generated text) is a block:
+
+    <!-- fig-block: goals -->
+    ...the goal table...
+    <!-- /fig-block -->
+
+And a section whose every measured figure must be generated is marked
+
+    <!-- measured -->  ...prose with placeholders...  <!-- /measured -->
+
+inside which a number with a unit typed by hand ("12.1 us", "0.53x",
+"471 B") is an error: put it in a placeholder, or, if it is a fact from
+elsewhere (FD_SETSIZE is 1024), move it out of the section.
+
+    python3 bench/figures.py            # check every document: exit 1 on drift
+    python3 bench/figures.py --update   # rewrite every figure from the results
+    python3 bench/figures.py --list     # every figure's name and text
+
+The figures come from bench/results/raw.json (the full run; a quick run has
+its own folder and feeds no document). The Spanish deck gets the same
+figures with a decimal comma. `./workshop bench` and `--report` run
+--update; `./workshop test` runs the check.
+"""
+import argparse
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench/results/raw.json"
+REFERENCE = "03_libuv"
+OURS = ["01_threads", "02_select", "03_libuv", "04_coro"]
+# The documents that quote measurements.
+DOCUMENTS = ["README.md", "01_blocking/README.md", "02_select/README.md", "03_libuv_callbacks/README.md",
+             "04_coroutines/README.md", "bench/README.md", "slides/talk.en.md", "slides/talk.es.md"]
+
+FIG = re.compile(r"<!-- fig: (?P<name>[\w.\-]+) -->(?P<text>.*?)<!-- /fig -->", re.S)
+BLOCK = re.compile(r"<!-- fig-block: (?P<name>[\w.\-]+) -->\n(?P<text>.*?)<!-- /fig-block -->", re.S)
+MEASURED = re.compile(r"<!-- measured -->(?P<body>.*?)<!-- /measured -->", re.S)
+# What a measured figure looks like when typed by hand: a number and a unit.
+TYPED = re.compile(r"(?<![\w.])\d[\d.,]*\s?(?:x\b|×|%|us\b|µs|ms\b|s\b|MB/s|MiB|KiB|GiB|B\b|bytes\b|"
+                   r"msgs/s|k\b|M\b)")
+
+
+# ---------------------------------------------------------------------------
+# Formatting
+
+
+def number(v, digits=0):
+    return f"{v:,.{digits}f}"
+
+
+def size(nbytes):
+    if nbytes >= 2**20:
+        return f"{nbytes / 2**20:.1f} MiB"
+    if nbytes >= 10 * 2**10:
+        return f"{nbytes / 2**10:.1f} KiB"
+    return f"{nbytes:,.0f} B"
+
+
+def rate(v):
+    return f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v / 1e3:.0f}k"
+
+
+def span(values, fmt):
+    lo, hi = fmt(min(values)), fmt(max(values))
+    return lo if lo == hi else f"{lo}-{hi}"
+
+
+def spanish(text):
+    """1,234.5 -> 1.234,5: the decimal comma, and a point between thousands."""
+    return re.sub(r"\d[\d,]*\.?\d*", lambda m: m[0].replace(",", "\0").replace(".", ",").replace("\0", "."),
+                  text)
+
+
+# ---------------------------------------------------------------------------
+# The figures
+
+
+def load(path=RESULTS):
+    data = json.loads(path.read_text())
+    data["echo"] = {tuple(k): v for k, v in data["echo"]}
+    data["fanout"] = {tuple(k): v for k, v in data["fanout"]}
+    data["cpu_bound"] = {tuple(k): v for k, v in data.get("cpu_bound") or []}
+    return data
+
+
+def med(results, key):
+    ok = [r[key] for r in results if r.get("ok") and key in r]
+    return statistics.median(ok) if ok and len(ok) == len(results) else None
+
+
+def idle_bytes(capacity, name):
+    steps = (capacity.get(name) or {}).get("steps", [])
+    if len(steps) < 2:
+        return None, None
+    first, last = steps[0], steps[-1]
+    per = (last["rss_kb"] - first["rss_kb"]) * 1024 / max(1, last["connections"] - first["connections"])
+    return per, last["connections"]
+
+
+def figures(raw):
+    """name -> text, for every figure a document may quote."""
+    f = {}
+    m = raw["machine"]
+    f["run.date"] = m["date"]
+    f["run.machine"] = f"{m['cpu']}, {m['cpus']} CPUs, {m['memory_gib']} GiB"
+    f["run.rounds"] = str(raw["rounds"])
+
+    names = raw["names"]
+    echo, cases = raw["echo"], [tuple(c) for c in raw["echo_cases"]]
+    for name in names:
+        for c, s in cases:
+            key = f"{name}.{c}x{s}"
+            rate_ = med(echo.get((name, c, s), []), "msgs_per_s")
+            if rate_:
+                f[f"echo.{key}"] = rate(rate_)
+            cpu = med(echo.get((name, c, s), []), "cpu_us_per_msg")
+            ref = med(echo.get((REFERENCE, c, s), []), "cpu_us_per_msg")
+            if cpu:
+                f[f"cpu.{key}"] = f"{cpu:.1f} us"
+            if cpu and ref:
+                f[f"cpu-ratio.{key}"] = f"{cpu / ref:.2f}x"
+            if rate_ and (r := med(echo.get((REFERENCE, c, s), []), "msgs_per_s")):
+                f[f"echo-ratio.{key}"] = f"{rate_ / r:.2f}x"
+        ratios = [float(f[f"cpu-ratio.{name}.{c}x{s}"][:-1]) for c, s in cases if f"cpu-ratio.{name}.{c}x{s}" in f]
+        if ratios:
+            f[f"cpu-ratio.{name}.range"] = span(ratios, lambda v: f"{v:.2f}") + "x"
+        ratios = [float(f[f"echo-ratio.{name}.{c}x{s}"][:-1]) for c, s in cases
+                  if f"echo-ratio.{name}.{c}x{s}" in f]
+        if ratios:
+            f[f"echo-ratio.{name}.range"] = span(ratios, lambda v: f"{v:.2f}") + "x"
+
+    for (name, n), results in raw["fanout"].items():
+        d = med(results, "deliveries_per_s")
+        if d:
+            f[f"fanout.{name}.{n}"] = rate(d)
+            f[f"fanout-p99.{name}.{n}"] = f"{med(results, 'p99_us'):,.0f} us"
+
+    for name in names:
+        per, held = idle_bytes(raw["capacity"], name)
+        if per is not None:
+            f[f"idle.{name}"] = size(per)
+            f[f"idle.{name}.held"] = number(held)
+    a, _ = idle_bytes(raw["capacity"], "04_coro")
+    b, _ = idle_bytes(raw["capacity"], REFERENCE)
+    if a and b:
+        f["idle-ratio.04_coro"] = f"{a / b:.1f}x"
+
+    for name, r in raw["slow"].items():
+        for frame in ("", "1"):  # 64 KiB frames, and 1-byte frames (key "alone1"/"stalled1")
+            alone, stalled = r.get("alone" + frame, {}), r.get("stalled" + frame, {})
+            if not (alone.get("ok") and stalled.get("ok")):
+                continue
+            key = f"slow{frame}.{name}"
+            after = stalled.get("mb_per_s_after_wait", stalled["mb_per_s"])
+            f[f"{key}.alone"] = f"{alone['mb_per_s']:,.0f} MB/s"
+            f[f"{key}.after"] = f"{after:,.0f} MB/s"
+            f[f"{key}.ratio"] = f"{after / alone['mb_per_s']:.2f}x"
+            f[f"{key}.wait"] = f"{stalled['longest_wait_s']:.1f} s"
+            f[f"{key}.peak"] = size(stalled["peak_rss_kb"] * 1024)
+    for frame in ("", "1"):
+        peaks = [raw["slow"][n]["stalled" + frame]["peak_rss_kb"] * 1024 for n in OURS
+                 if raw["slow"].get(n, {}).get("stalled" + frame, {}).get("ok")]
+        if peaks:
+            f[f"slow{frame}.ours.peak"] = span(peaks, lambda v: f"{v / 2**20:.1f}") + " MiB"
+
+    for (config, cores), r in raw["cpu_bound"].items():
+        if r.get("ok"):
+            f[f"work.{config}.{cores}core.p50"] = f"{r['p50_ms']:.1f} ms"
+            f[f"work.{config}.{cores}core.p99"] = f"{r['p99_ms']:.1f} ms"
+            f[f"work.{config}.{cores}core.heavy"] = f"{r['heavy_per_s']:,.0f} frames/s"
+
+    f["goals"] = goal_table(raw, f)
+    return f
+
+
+# The goals, computed: (goal, how it is measured, test on the figures).
+def goal_table(raw, f):
+    rows = []
+
+    def row(goal, measured, met):
+        verdict = "--" if raw.get("quick") else ("met" if met else "missed")
+        rows.append(f"| {goal} | {measured} | {verdict} |")
+
+    # 04 as cheap as 03: CPU per echo message within 3% at 10, 100, 1000 connections (64 B).
+    pts = [(c, f.get(f"cpu-ratio.04_coro.{c}x64")) for c in (10, 100, 1000)]
+    pts = [(c, float(v[:-1])) for c, v in pts if v]
+    if pts:
+        row("04's server CPU per echo message within 3% of 03's (64 B; 10, 100, 1000 connections)",
+            ", ".join(f"{c}: {v:.2f}x" for c, v in pts), all(v <= 1.03 for _, v in pts))
+    for name, goal in (("03_libuv", 1024), ("04_coro", 2048)):
+        per, held = idle_bytes(raw["capacity"], name)
+        if per is not None:
+            row(f"{name}: under {goal} bytes of server memory per idle connection",
+                f"{size(per)} at {held:,} connections", per < goal)
+    for name in OURS:
+        if f"slow.{name}.ratio" in f:
+            ratio = float(f[f"slow.{name}.ratio"][:-1])
+            peak = raw["slow"][name]["stalled"]["peak_rss_kb"] / 1024
+            row(f"{name}: a stalled receiver costs under 64 MiB, and the reader gets back 0.9x of its speed",
+                f"{f[f'slow.{name}.peak']}, {f[f'slow.{name}.ratio']}", peak < 64 and ratio >= 0.9)
+        if f"slow1.{name}.peak" in f:
+            peak = raw["slow"][name]["stalled1"]["peak_rss_kb"] / 1024
+            row(f"{name}: the same with 1-byte frames, under 64 MiB", f[f"slow1.{name}.peak"], peak < 64)
+    return "| goal | measured | verdict |\n|---|---|---|\n" + "\n".join(rows) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# Documents
+
+
+def render(text, figs, spanish_numbers):
+    """The document with every placeholder's text as the figures say."""
+    missing = []
+
+    def value(name):
+        if name not in figs:
+            missing.append(name)
+            return None
+        return spanish(figs[name]) if spanish_numbers else figs[name]
+
+    def fig(m):
+        v = value(m["name"])
+        return m[0] if v is None else f"<!-- fig: {m['name']} -->{v}<!-- /fig -->"
+
+    def block(m):
+        v = value(m["name"])
+        return m[0] if v is None else f"<!-- fig-block: {m['name']} -->\n{v}<!-- /fig-block -->"
+
+    return BLOCK.sub(block, FIG.sub(fig, text)), missing
+
+
+def typed_by_hand(text):
+    """Measured-looking figures in a measured section, outside placeholders."""
+    found = []
+    for section in MEASURED.finditer(text):
+        body = BLOCK.sub("", FIG.sub("", section["body"]))
+        body = re.sub(r"`[^`]*`", "", body)  # commands and code: `--work 1000`, `-j2`
+        found += [m[0] for m in TYPED.finditer(body)]
+    return found
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--update", action="store_true", help="rewrite every figure from the results")
+    parser.add_argument("--list", action="store_true", help="print every figure's name and text")
+    parser.add_argument("--results", default=str(RESULTS))
+    args = parser.parse_args()
+    figs = figures(load(Path(args.results)))
+    if args.list:
+        for name, text in figs.items():
+            print(f"{name}: {text}" if "\n" not in text else f"{name}:\n{text}")
+        return 0
+    problems = []
+    for doc in DOCUMENTS:
+        path = ROOT / doc
+        text = path.read_text()
+        new, missing = render(text, figs, spanish_numbers=doc.endswith(".es.md"))
+        problems += [f"{doc}: no figure named '{name}' in the results" for name in missing]
+        problems += [f"{doc}: '{t.strip()}' typed by hand in a measured section (use a placeholder)"
+                     for t in typed_by_hand(new)]
+        if new != text:
+            if args.update:
+                path.write_text(new)
+                print(f"figures: rewrote {doc}")
+            else:
+                stale = [m["name"] for m, n in zip(FIG.finditer(text), FIG.finditer(new)) if m[0] != n[0]]
+                stale += [m["name"] for m, n in zip(BLOCK.finditer(text), BLOCK.finditer(new)) if m[0] != n[0]]
+                problems += [f"{doc}: figure '{name}' differs from the results" for name in stale]
+    for p in problems:
+        print(p)
+    if problems:
+        print("figures: run `python3 bench/figures.py --update` after a benchmark, or fix the placeholder "
+              "(`--list` shows every figure)")
+        return 1
+    print(f"figures: every measured figure in {len(DOCUMENTS)} documents matches {Path(args.results).name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,6 +8,11 @@ names a figure, and this script writes the figure's text between the markers:
 
     03 holds an idle connection in <!-- fig: idle.03_libuv -->518 B<!-- /fig -->.
 
+Inside an HTML comment -- the decks' speaker notes are comments, and a
+comment cannot hold another -- the same placeholder is written
+
+    03 holds an idle connection in [518 B]{fig:idle.03_libuv}.
+
 A table (or any longer generated text) is a block:
 
     <!-- fig-block: goals -->
@@ -47,6 +52,7 @@ DOCUMENTS = ["README.md", "01_blocking/README.md", "02_select/README.md", "03_li
              "04_coroutines/README.md", "bench/README.md", "slides/talk.en.md", "slides/talk.es.md"]
 
 FIG = re.compile(r"<!-- fig: (?P<name>[\w.\-]+) -->(?P<text>.*?)<!-- /fig -->", re.S)
+NOTE_FIG = re.compile(r"\[(?P<text>[^\]\n]*)\]\{fig:(?P<name>[\w.\-]+)\}")
 BLOCK = re.compile(r"<!-- fig-block: (?P<name>[\w.\-]+) -->\n(?P<text>.*?)<!-- /fig-block -->", re.S)
 MEASURED = re.compile(r"<!-- measured -->(?P<body>.*?)<!-- /measured -->", re.S)
 # What a measured figure looks like when typed by hand: a number and a unit.
@@ -236,18 +242,22 @@ def render(text, figs, spanish_numbers):
         v = value(m["name"])
         return m[0] if v is None else f"<!-- fig: {m['name']} -->{v}<!-- /fig -->"
 
+    def note_fig(m):
+        v = value(m["name"])
+        return m[0] if v is None else f"[{v}]{{fig:{m['name']}}}"
+
     def block(m):
         v = value(m["name"])
         return m[0] if v is None else f"<!-- fig-block: {m['name']} -->\n{v}<!-- /fig-block -->"
 
-    return BLOCK.sub(block, FIG.sub(fig, text)), missing
+    return BLOCK.sub(block, NOTE_FIG.sub(note_fig, FIG.sub(fig, text))), missing
 
 
 def typed_by_hand(text):
     """Measured-looking figures in a measured section, outside placeholders."""
     found = []
     for section in MEASURED.finditer(text):
-        body = BLOCK.sub("", FIG.sub("", section["body"]))
+        body = BLOCK.sub("", NOTE_FIG.sub("", FIG.sub("", section["body"])))
         body = re.sub(r"`[^`]*`", "", body)  # commands and code: `--work 1000`, `-j2`
         found += [m[0] for m in TYPED.finditer(body)]
     return found
@@ -279,6 +289,8 @@ def main():
             else:
                 stale = [m["name"] for m, n in zip(FIG.finditer(text), FIG.finditer(new)) if m[0] != n[0]]
                 stale += [m["name"] for m, n in zip(BLOCK.finditer(text), BLOCK.finditer(new)) if m[0] != n[0]]
+                stale += [m["name"] for m, n in zip(NOTE_FIG.finditer(text), NOTE_FIG.finditer(new))
+                          if m[0] != n[0]]
                 problems += [f"{doc}: figure '{name}' differs from the results" for name in stale]
     for p in problems:
         print(p)

@@ -23,6 +23,7 @@ And a section whose every measured figure must be generated is marked
 
     <!-- measured -->  ...prose with placeholders...  <!-- /measured -->
 
+(or, inside a comment, {measured} ... {/measured}),
 inside which a number with a unit typed by hand ("12.1 us", "0.53x",
 "471 B") is an error: put it in a placeholder, or, if it is a fact from
 elsewhere (FD_SETSIZE is 1024), move it out of the section.
@@ -54,7 +55,8 @@ DOCUMENTS = ["README.md", "01_blocking/README.md", "02_select/README.md", "03_li
 FIG = re.compile(r"<!-- fig: (?P<name>[\w.\-]+) -->(?P<text>.*?)<!-- /fig -->", re.S)
 NOTE_FIG = re.compile(r"\[(?P<text>[^\]\n]*)\]\{fig:(?P<name>[\w.\-]+)\}")
 BLOCK = re.compile(r"<!-- fig-block: (?P<name>[\w.\-]+) -->\n(?P<text>.*?)<!-- /fig-block -->", re.S)
-MEASURED = re.compile(r"<!-- measured -->(?P<body>.*?)<!-- /measured -->", re.S)
+MEASURED = re.compile(r"(?:<!-- measured -->|\{measured\})(?P<body>.*?)(?:<!-- /measured -->|\{/measured\})",
+                      re.S)
 # What a measured figure looks like when typed by hand: a number and a unit.
 TYPED = re.compile(r"(?<![\w.])\d[\d.,]*\s?(?:x\b|×|%|us\b|µs|ms\b|s\b|MB/s|MiB|KiB|GiB|B\b|bytes\b|"
                    r"msgs/s|k\b|M\b)")

@@ -33,8 +33,9 @@ elsewhere (FD_SETSIZE is 1024), move it out of the section.
     python3 bench/figures.py --list     # every figure's name and text
 
 The figures come from bench/results/raw.json (the full run; a quick run has
-its own folder and feeds no document). The Spanish deck gets the same
-figures with a decimal comma. `./workshop bench` and `--report` run
+its own folder and feeds no document). The decks get the same figures
+typeset for a slide (12.1 µs, 0.99×, 3.5–5.2 MiB), the Spanish deck with a
+decimal comma and no thousands separator (12,1 µs, 19000). `./workshop bench` and `--report` run
 --update; `./workshop test` runs the check.
 """
 import argparse
@@ -87,10 +88,30 @@ def span(values, fmt):
     return lo if lo == hi else f"{lo}-{hi}"
 
 
+def mib_span(values_kib):
+    """Peak RSS of several servers: 3.5-5.2 MiB, or 1.0-2.0 GiB past a GiB."""
+    if max(values_kib) >= 2**20:
+        return span(values_kib, lambda v: f"{v / 2**20:.1f}") + " GiB"
+    return span(values_kib, lambda v: f"{v / 2**10:.1f}") + " MiB"
+
+
+def ratio_of(text):
+    """The number in a ratio figure: "1.05x" -> 1.05."""
+    return float(text[:-1])
+
+
 def spanish(text):
-    """1,234.5 -> 1.234,5: the decimal comma, and a point between thousands."""
-    return re.sub(r"\d[\d,]*\.?\d*", lambda m: m[0].replace(",", "\0").replace(".", ",").replace("\0", "."),
-                  text)
+    """1,234.5 -> 1234,5: the decimal comma and no thousands separator, as the
+    decks' Spanish text and charts write numbers (19000 conexiones, 2048,5 MiB)."""
+    return re.sub(r"\d[\d,]*\.?\d*", lambda m: m[0].replace(",", "").replace(".", ","), text)
+
+
+def typeset(text):
+    """A deck's typography: µs, a multiplication sign, an en dash in a range
+    (the slides' browser test rejects "us" for microseconds)."""
+    text = re.sub(r"(\d) us\b", r"\1 µs", text)
+    text = re.sub(r"(\d)x\b", r"\1×", text)
+    return re.sub(r"(\d[kM]?)-(\d)", r"\1–\2", text)
 
 
 # ---------------------------------------------------------------------------
@@ -108,6 +129,20 @@ def load(path=RESULTS):
 def med(results, key):
     ok = [r[key] for r in results if r.get("ok") and key in r]
     return statistics.median(ok) if ok and len(ok) == len(results) else None
+
+
+def rounds(results, key):
+    """Every round's value, or None unless every round succeeded."""
+    ok = [r[key] for r in results if r.get("ok") and key in r]
+    return ok if ok and len(ok) == len(results) else None
+
+
+# Servers quoted together: our stages, the event loops among them, and the
+# peers that queue without bound for a client that never reads.
+GROUPS = {"ours": OURS, "loops": ["02_select", "03_libuv", "04_coro"], "offload": ["03_offload", "04_offload"],
+          "node-python": ["node", "asyncio", "uvloop"], "all": None}
+# Echo rates are also given as a fraction of these servers' (the floor, and peers).
+VERSUS = ["raw_epoll", "node", "asio", "asyncio"]
 
 
 def idle_bytes(capacity, name):
@@ -143,6 +178,14 @@ def figures(raw):
                 f[f"cpu-ratio.{key}"] = f"{cpu / ref:.2f}x"
             if rate_ and (r := med(echo.get((REFERENCE, c, s), []), "msgs_per_s")):
                 f[f"echo-ratio.{key}"] = f"{rate_ / r:.2f}x"
+            # The spread between rounds: min-max of the rounds, for a noisy figure.
+            if (values := rounds(echo.get((name, c, s), []), "msgs_per_s")) and len(values) > 1:
+                f[f"echo-rounds.{key}"] = span(values, rate)
+            if (values := rounds(echo.get((name, c, s), []), "cpu_us_per_msg")) and len(values) > 1:
+                f[f"cpu-rounds.{key}"] = span(values, lambda v: f"{v:.1f}") + " us"
+            for peer in VERSUS:
+                if peer != name and rate_ and (r := med(echo.get((peer, c, s), []), "msgs_per_s")):
+                    f[f"echo-vs-{peer}.{key}"] = f"{rate_ / r:.2f}x"
         ratios = [float(f[f"cpu-ratio.{name}.{c}x{s}"][:-1]) for c, s in cases if f"cpu-ratio.{name}.{c}x{s}" in f]
         if ratios:
             f[f"cpu-ratio.{name}.range"] = span(ratios, lambda v: f"{v:.2f}") + "x"
@@ -151,17 +194,33 @@ def figures(raw):
         if ratios:
             f[f"echo-ratio.{name}.range"] = span(ratios, lambda v: f"{v:.2f}") + "x"
 
+    # How far apart the rounds of one echo point are: (max - min) / median, over every point.
+    spreads = []
+    for results in echo.values():
+        values = rounds(results, "msgs_per_s")
+        if values and len(values) > 1:
+            spreads.append((max(values) - min(values)) / statistics.median(values))
+    if spreads:
+        f["echo-spread.median"] = f"{100 * statistics.median(spreads):.0f}%"
+        f["echo-spread.max"] = f"{100 * max(spreads):.0f}%"
+
     for (name, n), results in raw["fanout"].items():
         d = med(results, "deliveries_per_s")
         if d:
             f[f"fanout.{name}.{n}"] = rate(d)
             f[f"fanout-p99.{name}.{n}"] = f"{med(results, 'p99_us'):,.0f} us"
+    for n in raw.get("fanout_cases", []):
+        rates = [d for name in names if (d := med(raw["fanout"].get((name, n), []), "deliveries_per_s"))]
+        if rates:
+            f[f"fanout.all.{n}"] = span(rates, rate)
+            f[f"fanout-spread.{n}"] = f"{max(rates) / min(rates):.2f}x"
 
     for name in names:
         per, held = idle_bytes(raw["capacity"], name)
         if per is not None:
             f[f"idle.{name}"] = size(per)
             f[f"idle.{name}.held"] = number(held)
+            f[f"idle.{name}.threads"] = number(raw["capacity"][name]["steps"][-1]["threads"])
     a, _ = idle_bytes(raw["capacity"], "04_coro")
     b, _ = idle_bytes(raw["capacity"], REFERENCE)
     if a and b:
@@ -180,16 +239,29 @@ def figures(raw):
             f[f"{key}.wait"] = f"{stalled['longest_wait_s']:.1f} s"
             f[f"{key}.peak"] = size(stalled["peak_rss_kb"] * 1024)
     for frame in ("", "1"):
-        peaks = [raw["slow"][n]["stalled" + frame]["peak_rss_kb"] * 1024 for n in OURS
-                 if raw["slow"].get(n, {}).get("stalled" + frame, {}).get("ok")]
-        if peaks:
-            f[f"slow{frame}.ours.peak"] = span(peaks, lambda v: f"{v / 2**20:.1f}") + " MiB"
+        for group in ("ours", "node-python"):
+            runs = [(raw["slow"][n]["alone" + frame], raw["slow"][n]["stalled" + frame]) for n in GROUPS[group]
+                    if raw["slow"].get(n, {}).get("stalled" + frame, {}).get("ok")
+                    and raw["slow"][n].get("alone" + frame, {}).get("ok")]
+            if not runs:
+                continue
+            key = f"slow{frame}.{group}"
+            f[f"{key}.peak"] = mib_span([s["peak_rss_kb"] for _, s in runs])
+            f[f"{key}.ratio"] = span([s.get("mb_per_s_after_wait", s["mb_per_s"]) / a["mb_per_s"] for a, s in runs],
+                                     lambda v: f"{v:.2f}") + "x"
+            f[f"{key}.wait"] = span([s["longest_wait_s"] for _, s in runs], lambda v: f"{v:.1f}") + " s"
 
     for (config, cores), r in raw["cpu_bound"].items():
         if r.get("ok"):
             f[f"work.{config}.{cores}core.p50"] = f"{r['p50_ms']:.1f} ms"
             f[f"work.{config}.{cores}core.p99"] = f"{r['p99_ms']:.1f} ms"
             f[f"work.{config}.{cores}core.heavy"] = f"{r['heavy_per_s']:,.0f} frames/s"
+    for group in ("loops", "offload"):
+        for cores in (1, 2):
+            got = [raw["cpu_bound"][(c, cores)] for c in GROUPS[group] if raw["cpu_bound"].get((c, cores), {}).get("ok")]
+            if got:
+                for p in ("p50", "p99"):
+                    f[f"work.{group}.{cores}core.{p}"] = span([r[f"{p}_ms"] for r in got], lambda v: f"{v:.1f}") + " ms"
 
     f["goals"] = goal_table(raw, f)
     return f
@@ -203,16 +275,42 @@ def goal_table(raw, f):
         verdict = "--" if raw.get("quick") else ("met" if met else "missed")
         rows.append(f"| {goal} | {measured} | {verdict} |")
 
+    cases = [tuple(c) for c in raw["echo_cases"]]
+
+    def versus(name, peer, only=lambda c, s: True):
+        """name's echo rate over peer's, at every case both have (and `only` allows)."""
+        return [ratio_of(f[k]) for c, s in cases if only(c, s)
+                and (k := f"echo-vs-{peer}.{name}.{c}x{s}" if peer != REFERENCE else f"echo-ratio.{name}.{c}x{s}") in f]
+
+    def ratios(values):
+        return span(values, lambda v: f"{v:.2f}") + "x"
+
+    # 04 as fast as 03: at least 0.95x its echo rate at every point.
+    if got := versus("04_coro", REFERENCE):
+        row("04's echo throughput at least 0.95x 03's, at every point", ratios(got), min(got) >= 0.95)
+    # 03 and 04 against the peers people would reach for.
+    for peer, label, goal in (("node", "Node.js's", 2.0), ("asio", "Asio's", 1.0)):
+        got = {name: versus(name, peer) for name in ("03_libuv", "04_coro")}
+        if all(got.values()):
+            row(f"03's and 04's echo throughput at least {goal:.1f}x {label}, at every point both ran",
+                "; ".join(f"{name[:2]}: {ratios(v)}" for name, v in got.items()),
+                all(min(v) >= goal for v in got.values()))
+    # The floor: a minimal epoll echo, at 100 connections.
+    got = {name: versus(name, "raw_epoll", lambda c, s: c == 100) for name in ("03_libuv", "04_coro")}
+    if all(got.values()):
+        row("03 and 04 within 80% of the raw epoll floor's echo throughput at 100 connections",
+            "; ".join(f"{name[:2]}: {ratios(v)}" for name, v in got.items()),
+            all(min(v) >= 0.8 for v in got.values()))
     # 04 as cheap as 03: CPU per echo message within 3% at 10, 100, 1000 connections (64 B).
     pts = [(c, f.get(f"cpu-ratio.04_coro.{c}x64")) for c in (10, 100, 1000)]
     pts = [(c, float(v[:-1])) for c, v in pts if v]
     if pts:
         row("04's server CPU per echo message within 3% of 03's (64 B; 10, 100, 1000 connections)",
             ", ".join(f"{c}: {v:.2f}x" for c, v in pts), all(v <= 1.03 for _, v in pts))
-    for name, goal in (("03_libuv", 1024), ("04_coro", 2048)):
+    for name, goal, label in (("03_libuv", 1024, "1 KiB"), ("04_coro", 2048, "2 KiB")):
         per, held = idle_bytes(raw["capacity"], name)
         if per is not None:
-            row(f"{name}: under {goal} bytes of server memory per idle connection",
+            row(f"{name}: under {label} of server memory per idle connection",
                 f"{size(per)} at {held:,} connections", per < goal)
     for name in OURS:
         if f"slow.{name}.ratio" in f:
@@ -230,15 +328,17 @@ def goal_table(raw, f):
 # Documents
 
 
-def render(text, figs, spanish_numbers):
-    """The document with every placeholder's text as the figures say."""
+def render(text, figs, spanish_numbers, deck=False):
+    """The document with every placeholder's text as the figures say (in a
+    deck, typeset for a slide: µs, ×, an en dash)."""
     missing = []
 
     def value(name):
         if name not in figs:
             missing.append(name)
             return None
-        return spanish(figs[name]) if spanish_numbers else figs[name]
+        v = typeset(figs[name]) if deck else figs[name]
+        return spanish(v) if spanish_numbers else v
 
     def fig(m):
         v = value(m["name"])
@@ -280,7 +380,7 @@ def main():
     for doc in DOCUMENTS:
         path = ROOT / doc
         text = path.read_text()
-        new, missing = render(text, figs, spanish_numbers=doc.endswith(".es.md"))
+        new, missing = render(text, figs, spanish_numbers=doc.endswith(".es.md"), deck=doc.startswith("slides/"))
         problems += [f"{doc}: no figure named '{name}' in the results" for name in missing]
         problems += [f"{doc}: '{t.strip()}' typed by hand in a measured section (use a placeholder)"
                      for t in typed_by_hand(new)]

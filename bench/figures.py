@@ -194,6 +194,15 @@ def figures(raw):
         if ratios:
             f[f"echo-ratio.{name}.range"] = span(ratios, lambda v: f"{v:.2f}") + "x"
 
+    # A round that failed because connections got no reply within the window:
+    # what share of them, over every such round of a server.
+    for name in names:
+        shares = [int(m[1]) / int(m[2]) for results in (v for k, v in echo.items() if k[0] == name)
+                  for r in results if not r.get("ok")
+                  and (m := re.match(r"(\d+) of (\d+) connections got no reply", r.get("error", "")))]
+        if shares:
+            f[f"echo-unanswered.{name}"] = span(shares, lambda v: f"{100 * v:.0f}") + "%"
+
     # How far apart the rounds of one echo point are: (max - min) / median, over every point.
     spreads = []
     for results in echo.values():

@@ -4,8 +4,8 @@
     python3 slides/figures.py      # writes slides/img/*.en.svg and *.es.svg
 
 The charts take their numbers from the measurements, never from this file:
-  bench/results/bench.md     idle connections, the stalled receiver
-  slides/data/cpu-bound.txt  a CPU-bound handler (slides/measure.sh)
+  bench/results/bench.md     idle connections, the stalled receiver, a CPU-bound
+                             handler (all from `./workshop bench`)
   slides/data/trace-*.txt    the timeline (slides/trace_run.py)
 The diagrams (the event loop, the callback flow, a coroutine suspending) are
 drawn here too, so that both languages share one layout. Every label is 20
@@ -16,7 +16,6 @@ the test does not check that, so look at the screenshots. Numbers follow the
 language: 2,048.5 in English, 2048,5 in Spanish.
 """
 import re
-import statistics
 from html import escape
 from pathlib import Path
 
@@ -36,8 +35,9 @@ T = {
         "stalled": "Peak server memory while one client never reads (1 GiB relayed)",
         "families": {"ours": "ours (01–04)", "cpp": "Asio (C++)", "node": "Node.js",
                      "python": "Python (asyncio, uvloop)"},
-        "names": {},
+        "names": {"03_offload": "03 --offload", "04_offload": "04 --offload"},
         "cpu": "A light client's p99 round trip while a heavy one sends 1 ms CPU frames",
+        "cpu_note": "the server on both cores; ./workshop bench",
         "offload": "--offload",
         "loop_title": "The event loop",
         "loop": ["the loop", "(one thread)", "wait: epoll / select", "ready: who can go?",
@@ -62,10 +62,11 @@ T = {
         "stalled": "Pico de memoria con un cliente que nunca lee (1 GiB retransmitido)",
         "families": {"ours": "los nuestros (01–04)", "cpp": "Asio (C++)", "node": "Node.js",
                      "python": "Python (asyncio, uvloop)"},
-        # The servers' names in bench.md and slides/data/cpu-bound.txt, in Spanish.
+        # The servers' names in bench.md, in Spanish.
         "names": {"01_threads": "01 hilos", "02_select": "02 select", "03_libuv": "03 libuv",
-                  "04_coro": "04 corrutinas", "01 threads": "01 hilos", "04 coro": "04 corrutinas"},
+                  "04_coro": "04 corrutinas", "03_offload": "03 --offload", "04_offload": "04 --offload"},
         "cpu": "p99 de ida y vuelta del cliente ligero (el pesado: 1 ms de CPU por trama)",
+        "cpu_note": "el servidor en los dos núcleos; ./workshop bench",
         "offload": "--offload",
         "loop_title": "El bucle de eventos",
         "loop": ["el bucle", "(un hilo)", "esperar: epoll / select", "listo: ¿quién sigue?",
@@ -165,16 +166,14 @@ def stalled(md, t):
     return bars(t["stalled"], items, lambda v: f"{num(v, 0 if v >= 100 else 1, t)} MiB", t, row=40, bar=28)
 
 
-def cpu_bound(t):
-    runs = {}
-    for line in (ROOT / "slides/data/cpu-bound.txt").read_text().splitlines():
-        if line.startswith("#") or "p99_ms=" not in line:
-            continue
-        label, fields, _ = line.split("|")
-        runs.setdefault(label, []).append(float(re.search(r"p99_ms=([\d.]+)", fields)[1]))
-    items = [(label, statistics.median(v), "ours" if "offload" not in label else "node")
-             for label, v in runs.items()]
-    return bars(t["cpu"], items, lambda v: f"{num(v, 1, t)} ms", t)
+def cpu_bound(md, t):
+    """The light client's p99 with the server on both cores (threads need the
+    second one), from bench.md's CPU-bound table: its second p99 column."""
+    section = md.split("\n## A CPU-bound handler", 1)[1].split("\n## ", 1)[0]
+    rows = [[c.strip() for c in l.strip("|").split("|")] for l in section.splitlines() if l.startswith("|")]
+    p99 = [i for i, h in enumerate(rows[0]) if h == "p99"][-1]
+    items = [(r[0], float(r[p99]), "ours" if "offload" not in r[0] else "node") for r in rows[2:] if r[p99] != "--"]
+    return bars(t["cpu"], items, lambda v: f"{num(v, 1, t)} ms", t, note=t["cpu_note"])
 
 
 def event_loop(t):
@@ -291,7 +290,7 @@ def timeline(t):
 def main():
     md = (ROOT / "bench/results/bench.md").read_text()
     for lang, t in T.items():
-        for name, content in [("memory", memory(md, t)), ("stalled", stalled(md, t)), ("cpu-bound", cpu_bound(t)),
+        for name, content in [("memory", memory(md, t)), ("stalled", stalled(md, t)), ("cpu-bound", cpu_bound(md, t)),
                               ("event-loop", event_loop(t)), ("callbacks", callbacks(t)),
                               ("coroutine", coroutine(t)), ("timeline", timeline(t))]:
             path = IMG / f"{name}.{lang}.svg"

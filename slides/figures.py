@@ -30,8 +30,8 @@ FAMILY = {"01_threads": "ours", "02_select": "ours", "03_libuv": "ours", "04_cor
 
 T = {
     "en": {
-        "memory": "Server memory per idle connection, 19000 connections held",
-        "memory_note": "02 select: stops at 1000 (FD_SETSIZE = 1024)",
+        "memory": "Server memory per idle connection, {held} connections held",
+        "memory_note": "02 select: stops at {held} (FD_SETSIZE = 1024)",
         "stalled": "Peak server memory while one client never reads (1 GiB relayed)",
         "families": {"ours": "ours (01–04)", "cpp": "Asio (C++)", "node": "Node.js",
                      "python": "Python (asyncio, uvloop)"},
@@ -57,8 +57,8 @@ T = {
         "decimal": ".", "thousands": ",",
     },
     "es": {
-        "memory": "Memoria del servidor por conexión inactiva, con 19000 conexiones",
-        "memory_note": "02 select: se para en 1000 (FD_SETSIZE = 1024)",
+        "memory": "Memoria del servidor por conexión inactiva, con {held} conexiones",
+        "memory_note": "02 select: se para en {held} (FD_SETSIZE = 1024)",
         "stalled": "Pico de memoria con un cliente que nunca lee (1 GiB retransmitido)",
         "families": {"ours": "los nuestros (01–04)", "cpp": "Asio (C++)", "node": "Node.js",
                      "python": "Python (asyncio, uvloop)"},
@@ -152,11 +152,16 @@ def bars(title, items, unit_fmt, t, note=None, width=1160, families=None, row=50
 
 
 def memory(md, t):
-    rows = [r for r in table(md, "Idle connections") if r["connections held"] == "19000"]
+    """The servers that held the most connections; 02 (FD_SETSIZE) in a note."""
+    all_rows = table(md, "Idle connections")
+    held = max(int(r["connections held"]) for r in all_rows)
+    rows = [r for r in all_rows if int(r["connections held"]) == held]
     items = [(r["server"], float(r["bytes per idle connection"]), FAMILY[r["server"]]) for r in rows]
     kib = lambda b: f"{num(b / 1024, 1, t)} KiB" if b >= 1024 else f"{num(b, 0, t)} B"
     families = [f for f in COLOURS if any(family == f for _, _, family in items)]
-    return bars(t["memory"], items, kib, t, note=t["memory_note"], families=families)
+    select = next((int(r["connections held"]) for r in all_rows if r["server"] == "02_select"), None)
+    note = t["memory_note"].format(held=select) if select is not None and select < held else None
+    return bars(t["memory"].format(held=held), items, kib, t, note=note, families=families)
 
 
 def stalled(md, t):

@@ -247,6 +247,11 @@ def figures(raw):
             f[f"{key}.ratio"] = f"{after / alone['mb_per_s']:.2f}x"
             f[f"{key}.wait"] = f"{stalled['longest_wait_s']:.1f} s"
             f[f"{key}.peak"] = size(stalled["peak_rss_kb"] * 1024)
+            # The ratio in every round (one server's speed varies from one start to the next).
+            ratios = [p["stalled"].get("mb_per_s_after_wait", 0) / p["alone"]["mb_per_s"]
+                      for p in (r.get("rounds") or []) if not frame and p["alone"].get("ok") and p["stalled"].get("ok")]
+            if len(ratios) > 1:
+                f[f"{key}.ratio-rounds"] = span(ratios, lambda v: f"{v:.2f}") + "x"
     for frame in ("", "1"):
         for group in ("ours", "node-python"):
             runs = [(raw["slow"][n]["alone" + frame], raw["slow"][n]["stalled" + frame]) for n in GROUPS[group]

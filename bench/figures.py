@@ -252,6 +252,9 @@ def figures(raw):
                       for p in (r.get("rounds") or []) if not frame and p["alone"].get("ok") and p["stalled"].get("ok")]
             if len(ratios) > 1:
                 f[f"{key}.ratio-rounds"] = span(ratios, lambda v: f"{v:.2f}") + "x"
+            alones = [p["alone"]["mb_per_s"] for p in (r.get("rounds") or []) if not frame and p["alone"].get("ok")]
+            if len(alones) > 1:
+                f[f"{key}.alone-rounds"] = span(alones, lambda v: f"{v:,.0f}") + " MB/s"
     for frame in ("", "1"):
         for group in ("ours", "node-python"):
             runs = [(raw["slow"][n]["alone" + frame], raw["slow"][n]["stalled" + frame]) for n in GROUPS[group]

@@ -32,6 +32,11 @@ const WIDTH = 1280, HEIGHT = 720;
 
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 if (!existsSync(executablePath)) {
+  // On a laptop, one clear line; in CI a check that cannot look has failed.
+  if (process.env.CI === 'true') {
+    console.log(`FAILED: no chromium at ${executablePath}: CI must render the slides (install Debian's chromium)`);
+    process.exit(1);
+  }
   console.log(`SKIPPED: no chromium at ${executablePath} (install Debian's chromium)`);
   process.exit(0);
 }

@@ -382,12 +382,27 @@ def typed_by_hand(text):
     return found
 
 
+def plain(text):
+    """The document as a reader sees it: the figures' text without their
+    markers (for a renderer, like Marp, that would keep the markers: it turns
+    every HTML comment on a slide into a presenter note)."""
+    text = re.sub(r"^[ \t]*(?:<!-- /?measured -->|\{/?measured\})[ \t]*\n", "", text, flags=re.M)
+    text = re.sub(r"<!-- /?measured -->|\{/?measured\}", "", text)
+    text = BLOCK.sub(lambda m: m["text"], text)
+    text = FIG.sub(lambda m: m["text"], text)
+    return NOTE_FIG.sub(lambda m: m["text"], text)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--update", action="store_true", help="rewrite every figure from the results")
     parser.add_argument("--list", action="store_true", help="print every figure's name and text")
     parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--plain", metavar="FILE", help="print FILE without the figures' markers")
     args = parser.parse_args()
+    if args.plain:
+        sys.stdout.write(plain(Path(args.plain).read_text()))
+        return 0
     figs = figures(load(Path(args.results)))
     if args.list:
         for name, text in figs.items():

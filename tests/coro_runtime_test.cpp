@@ -6,6 +6,7 @@
 #include <coroutine>
 #include <csignal>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -111,6 +112,18 @@ TEST(Spawn, RunsTasksConcurrently) {
         co_return order;
     };
     EXPECT_EQ(coro::run(main()), "fs");
+}
+
+// Outside coro::run there is no loop: starting a task there is a mistake
+// that gets a clear error, not a crash inside libuv.
+TEST(Spawn, OutsideRunIsAClearError) {
+    auto work = []() -> Task<int> { co_return 1; };
+    try {
+        auto handle = coro::spawn(work());
+        FAIL() << "spawn outside coro::run did not throw";
+    } catch (const std::logic_error& e) {
+        EXPECT_NE(std::string(e.what()).find("outside coro::run"), std::string::npos) << e.what();
+    }
 }
 
 TEST(Spawn, KeepsALambdasCapturesAliveWhileItsTaskRuns) {
@@ -515,6 +528,23 @@ TEST(Run, SignalWatchKeepsASignalThatCameBeforeTheWait) {
         co_return co_await watch.wait();
     };
     EXPECT_EQ(coro::run(main()), SIGUSR2);
+}
+
+// Each wait() takes one signal: a second wait() waits for the next one (a
+// server's second Ctrl+C), it does not return the first one again.
+TEST(Run, SignalWatchWaitReturnsEachSignalOnce) {
+    auto main = []() -> Task<bool> {
+        coro::SignalWatch watch({SIGUSR2});
+        std::raise(SIGUSR2);
+        co_await watch.wait();
+        auto second = coro::spawn(watch.wait());
+        co_await coro::sleep(20ms);
+        const bool waited = !second.done();  // no second signal yet
+        std::raise(SIGUSR2);
+        co_await second;
+        co_return waited;
+    };
+    EXPECT_TRUE(coro::run(main()));
 }
 
 // g++ 12 destroys brace-initialised temporaries inside a co_await expression

@@ -39,7 +39,7 @@ TaskRoot* current_root() {
 }
 
 uv_loop_t* loop() {
-    if (!runtime.initialised) throw std::logic_error("coro: no loop (call inside coro::run)");
+    if (!runtime.initialised) throw std::logic_error("coro: called outside coro::run (no loop)");
     return &runtime.loop;
 }
 
@@ -50,10 +50,6 @@ void resume(std::coroutine_handle<> h, TaskRoot* root) {
 }
 
 void schedule(std::coroutine_handle<> h, TaskRoot* root) {
-    // A task started outside coro::run has no loop to run on: say so, here,
-    // rather than crash inside libuv on a loop that does not exist.
-    if (!runtime.initialised)
-        throw std::logic_error("coro: a task was started outside coro::run (no loop to run it on)");
     runtime.ready.push_back({h, root});
     uv_idle_start(&runtime.idle->uv.idle, on_idle);
 }

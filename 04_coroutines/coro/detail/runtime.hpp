@@ -242,6 +242,9 @@ using Gathered = std::conditional_t<std::is_void_v<T>, void, std::vector<T>>;  /
 
 template <typename T>
 std::shared_ptr<SpawnState<T>> start(std::shared_ptr<SpawnState<T>> s) {
+    // Outside coro::run there is no loop to run it on: a clear error now,
+    // before anything is registered, not a crash inside libuv.
+    (void)loop();
     track(s.get());
     s->driver = drive(s).handle;
     schedule(s->driver, s.get());

@@ -154,6 +154,21 @@ def idle_bytes(capacity, name):
     return per, last["connections"]
 
 
+def slow_ratio(alone, stalled):
+    """The reader's speed after the stalled client was cut, against its speed
+    before that client joined in the same run (older results: against a
+    separate run alone)."""
+    after = stalled.get("mb_per_s_after_wait", stalled["mb_per_s"])
+    before = stalled.get("mb_per_s_before") or alone["mb_per_s"]
+    return after / before
+
+
+def slow_cpu_ratio(stalled):
+    """The server's CPU time per MB after the cut, against before it."""
+    before, after = stalled.get("cpu_us_per_mb_before"), stalled.get("cpu_us_per_mb_after")
+    return after / before if before and after else None
+
+
 def figures(raw):
     """name -> text, for every figure a document may quote."""
     f = {}
@@ -244,14 +259,21 @@ def figures(raw):
             after = stalled.get("mb_per_s_after_wait", stalled["mb_per_s"])
             f[f"{key}.alone"] = f"{alone['mb_per_s']:,.0f} MB/s"
             f[f"{key}.after"] = f"{after:,.0f} MB/s"
-            f[f"{key}.ratio"] = f"{after / alone['mb_per_s']:.2f}x"
+            f[f"{key}.ratio"] = f"{slow_ratio(alone, stalled):.2f}x"
+            if stalled.get("mb_per_s_before"):
+                f[f"{key}.before"] = f"{stalled['mb_per_s_before']:,.0f} MB/s"
+            if slow_cpu_ratio(stalled):
+                f[f"{key}.cpu-ratio"] = f"{slow_cpu_ratio(stalled):.2f}x"
             f[f"{key}.wait"] = f"{stalled['longest_wait_s']:.1f} s"
             f[f"{key}.peak"] = size(stalled["peak_rss_kb"] * 1024)
             # The ratio in every round (one server's speed varies from one start to the next).
-            ratios = [p["stalled"].get("mb_per_s_after_wait", 0) / p["alone"]["mb_per_s"]
-                      for p in (r.get("rounds") or []) if not frame and p["alone"].get("ok") and p["stalled"].get("ok")]
+            ratios = [slow_ratio(p["alone"], p["stalled"]) for p in (r.get("rounds") or []) if not frame and p["alone"].get("ok") and p["stalled"].get("ok")]
             if len(ratios) > 1:
                 f[f"{key}.ratio-rounds"] = span(ratios, lambda v: f"{v:.2f}") + "x"
+            cpu = [slow_cpu_ratio(p["stalled"]) for p in (r.get("rounds") or []) if not frame
+                   and p["stalled"].get("ok") and slow_cpu_ratio(p["stalled"])]
+            if len(cpu) > 1:
+                f[f"{key}.cpu-ratio-rounds"] = span(cpu, lambda v: f"{v:.2f}") + "x"
             alones = [p["alone"]["mb_per_s"] for p in (r.get("rounds") or []) if not frame and p["alone"].get("ok")]
             if len(alones) > 1:
                 f[f"{key}.alone-rounds"] = span(alones, lambda v: f"{v:,.0f}") + " MB/s"
@@ -264,7 +286,7 @@ def figures(raw):
                 continue
             key = f"slow{frame}.{group}"
             f[f"{key}.peak"] = mib_span([s["peak_rss_kb"] for _, s in runs])
-            f[f"{key}.ratio"] = span([s.get("mb_per_s_after_wait", s["mb_per_s"]) / a["mb_per_s"] for a, s in runs],
+            f[f"{key}.ratio"] = span([slow_ratio(a, s) for a, s in runs],
                                      lambda v: f"{v:.2f}") + "x"
             f[f"{key}.wait"] = span([s["longest_wait_s"] for _, s in runs], lambda v: f"{v:.1f}") + " s"
 

@@ -34,8 +34,10 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -91,6 +93,21 @@ double percentile(std::vector<double>& v, double p) {
     std::size_t i = static_cast<std::size_t>(p / 100.0 * static_cast<double>(v.size() - 1));
     std::nth_element(v.begin(), v.begin() + static_cast<long>(i), v.end());
     return v[i];
+}
+
+// A process's CPU time so far (user + system), from /proc/PID/stat.
+double cpu_seconds(int pid) {
+    std::ifstream stat(fmt::format("/proc/{}/stat", pid));
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    const auto fields = text.rfind(')');  // the name may hold spaces: count after it
+    if (fields == std::string::npos) return 0;
+    std::istringstream rest(text.substr(fields + 2));
+    std::string skip;
+    for (int i = 3; i < 14; ++i)
+        rest >> skip;  // state .. cmajflt
+    long utime = 0, stime = 0;
+    rest >> utime >> stime;
+    return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
 double seconds_since(Clock::time_point t) {
@@ -345,10 +362,12 @@ void run_capacity(const Options& o) {
 // ---------------------------------------------------------------------------
 
 void run_slowreader(const Options& o) {
-    // The stalled client connects first (so the server registers it before
-    // the reader), and then never reads a byte.
+    // With --stalled 1, the first half of the frames go to the reader alone
+    // (its speed "before"); then a third client joins and never reads, and
+    // the second half measures the wait and the speed after it -- both speeds
+    // from one server process, so they compare (two separate starts of one
+    // server differ by tens of percent).
     net::Fd stalled;
-    if (o.stalled) stalled = net::connect_tcp(o.host, o.port);
     net::Fd sender = net::connect_tcp(o.host, o.port);
     net::Fd reader = net::connect_tcp(o.host, o.port);
     frame::Decoder decoder(64 * 1024 * 1024);
@@ -389,16 +408,48 @@ void run_slowreader(const Options& o) {
     // sender writes a window, the reader reads it, and so on.
     const std::string encoded = frame::encode(std::string(o.size, 's'));
     const int window = static_cast<int>(std::max<std::size_t>(1, (1 << 20) / encoded.size()));
-    const int frames = static_cast<int>(
-        static_cast<long long>(o.megabytes) * (1 << 20) / encoded.size() / window * window);
+    const int frames = static_cast<int>(static_cast<long long>(o.megabytes) * (1 << 20) /
+                                        encoded.size() / window * window);
     std::string window_bytes;
     for (int i = 0; i < window; ++i)
         window_bytes += encoded;
+    auto send_and_read = [&](int from, int to) {
+        for (int first = from; first < to; first += window) {
+            if (!net::send_all(sender.get(), window_bytes)) fail("sender: send failed");
+            for (int i = 0; i < window; ++i) {
+                if (!next_frame(20000))
+                    fail(fmt::format("reader: no frame after {} frames", first));
+            }
+        }
+    };
     const auto start = Clock::now();
-    auto last = start, gap_end = start;
+    const double cpu_start = cpu_seconds(o.pid);
+    int half = 0;
+    double before = 0;         // MB/s over the first half, with no stalled client yet
+    double cpu_before_us = 0;  // the server's CPU time per MB over it
+    if (o.stalled) {
+        half = frames / 2 / window * window;
+        send_and_read(0, half);
+        before = static_cast<double>(half) * encoded.size() / 1e6 / seconds_since(start);
+        cpu_before_us = (cpu_seconds(o.pid) - cpu_start) * 1e6 /
+                        (static_cast<double>(half) * encoded.size() / 1e6);
+        // The stalled client joins, reads one sync frame (so we know the
+        // server relays to it), and never reads again.
+        stalled = net::connect_tcp(o.host, o.port);
+        bool joined = false;
+        for (int attempt = 0; attempt < 500 && !joined; ++attempt) {
+            if (!net::send_all(sender.get(), frame::encode("sync"))) fail("sender: send failed");
+            pollfd p{stalled.get(), POLLIN, 0};
+            joined = ::poll(&p, 1, 20) > 0;
+        }
+        if (!joined) fail("the stalled client never got a sync frame");
+    }
+    const auto second_half = Clock::now();
+    auto last = second_half, gap_end = second_half;
     Clock::duration longest_gap{};
-    int frames_after_gap = frames;
-    for (int first = 0; first < frames; first += window) {
+    int frames_after_gap = frames - half;
+    double cpu_at_gap = cpu_seconds(o.pid);
+    for (int first = half; first < frames; first += window) {
         if (!net::send_all(sender.get(), window_bytes)) fail("sender: send failed");
         for (int i = 0; i < window; ++i) {
             if (!next_frame(20000)) fail(fmt::format("reader: no frame after {} frames", first));
@@ -407,6 +458,7 @@ void run_slowreader(const Options& o) {
                 longest_gap = now - last;
                 gap_end = now;
                 frames_after_gap = frames - (first + i);
+                cpu_at_gap = cpu_seconds(o.pid);  // (a new longest wait is rare: cheap)
             }
             last = now;
         }
@@ -419,11 +471,17 @@ void run_slowreader(const Options& o) {
         if (line.rfind("VmHWM:", 0) == 0) peak_kb = std::stol(line.substr(6));
     }
     const auto mb = [&](int n) { return static_cast<double>(n) * encoded.size() / 1e6; };
+    // The server's CPU time per MB relayed after the wait: unlike a speed, it
+    // does not move when the machine's other work does.
+    const double cpu_after_us = (cpu_seconds(o.pid) - cpu_at_gap) * 1e6 / mb(frames_after_gap);
     fmt::print(
         "{{\"ok\": true, \"mb_per_s\": {:.1f}, \"longest_wait_s\": {:.3f}, "
-        "\"mb_per_s_after_wait\": {:.1f}, \"peak_rss_kb\": {}}}\n",
+        "\"mb_per_s_after_wait\": {:.1f}, \"mb_per_s_before\": {:.1f}, "
+        "\"cpu_us_per_mb_before\": {:.1f}, \"cpu_us_per_mb_after\": {:.1f}, \"peak_rss_kb\": "
+        "{}}}\n",
         mb(frames) / elapsed, std::chrono::duration<double>(longest_gap).count(),
-        after > 0 ? mb(frames_after_gap) / after : 0.0, peak_kb);
+        after > 0 ? mb(frames_after_gap) / after : 0.0, before, cpu_before_us, cpu_after_us,
+        peak_kb);
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 // Stage 04 client: the talk's Client class, in C++ coroutines.
 //
 // Two tasks run side by side on one thread: one reads frames and prints them,
-// one reads stdin lines and sends them. main starts both with spawn (the
+// one reads stdin lines and sends them. main starts both with create_task (the
 // talk's ensure_future), waits for the receiver, and cancels the sender if the
 // server went away first.
 #include <cstdio>
@@ -9,13 +9,13 @@
 #include <string>
 
 #include "cli.hpp"
-#include "coro/runtime.hpp"
+#include "coro/loop.hpp"
 #include "coro/streams.hpp"
 #include "frame.hpp"
 #include "frame_reader.hpp"
 #include "log.hpp"
 
-using coro::Task;
+using coro::Coroutine;
 using logs::log;
 
 namespace {
@@ -26,7 +26,7 @@ class Client {
   public:
     explicit Client(logs::Trace& trace) : trace_(trace) {}
 
-    Task<void> connect(std::string host, std::uint16_t port) {
+    Coroutine<void> connect(std::string host, std::uint16_t port) {
         auto [reader, writer] = co_await coro::open_connection(std::move(host), port);
         writer_ = writer;
         trace_.connected(writer_.local(), writer_.peer());
@@ -37,14 +37,14 @@ class Client {
 
     // Unlike the talk's send_data, this waits (drain) when the server reads
     // more slowly than we write, so the queue stays small.
-    Task<void> send_data(std::string_view payload) {
+    Coroutine<void> send_data(std::string_view payload) {
         writer_.write(frame::encode(payload));
         co_await writer_.drain();
     }
 
     // The next frame, or nullopt when the server has closed the connection.
     // (Reads the whole frame, never "4 bytes, hopefully".)
-    Task<std::optional<std::string>> read_data() { return frames_->next(); }
+    Coroutine<std::optional<std::string>> read_data() { return frames_->next(); }
 
     void finish_sending() { writer_.write_eof(); }
     void close() { writer_.close(); }
@@ -55,21 +55,26 @@ class Client {
     std::optional<frame::FrameReader> frames_;
 };
 
-Task<void> print_frames(Client& client, const logs::Trace& trace) {
+Coroutine<void> print_frames(Client& client, const logs::Trace& trace) {
     while (auto payload = co_await client.read_data()) {
         trace.frame(self, payload->size());
         cli::print_frame(*payload);
     }
 }
 
-Task<void> send_lines(Client& client) {
+Coroutine<void> send_lines(Client& client) {
     coro::StreamReader input = coro::open_stdin();
-    while (auto line = co_await input.read_line())
-        co_await client.send_data(*line);
+    while (true) {
+        // As asyncio's: the line with its '\n', and "" at the end of stdin.
+        std::string line = co_await input.readline();
+        if (line.empty()) break;
+        if (line.back() == '\n') line.pop_back();
+        co_await client.send_data(line);
+    }
     client.finish_sending();  // half-close: the server closes when done with us
 }
 
-Task<int> main_task(const cli::ClientOptions& options, logs::Trace& trace) {
+Coroutine<int> main_task(const cli::ClientOptions& options, logs::Trace& trace) {
     Client client(trace);
     try {
         co_await client.connect(options.host, options.port);
@@ -77,8 +82,8 @@ Task<int> main_task(const cli::ClientOptions& options, logs::Trace& trace) {
         log("error: {}", e.what());
         co_return 1;
     }
-    auto receiver = coro::spawn([&] { return print_frames(client, trace); });
-    auto sender = coro::spawn([&] { return send_lines(client); });
+    auto receiver = coro::create_task([&] { return print_frames(client, trace); });
+    auto sender = coro::create_task([&] { return send_lines(client); });
 
     int exit_code = 0;
     try {

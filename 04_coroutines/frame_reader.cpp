@@ -2,7 +2,7 @@
 
 namespace frame {
 
-coro::Task<std::optional<std::string>> FrameReader::next() {
+coro::Coroutine<std::optional<std::string>> FrameReader::next() {
     while (true) {
         if (auto payload = decoder_.next()) co_return payload;
         if (decoder_.failed()) throw FrameError(decoder_.error());
@@ -13,13 +13,14 @@ coro::Task<std::optional<std::string>> FrameReader::next() {
             reader_.consume(bytes.size());
             continue;
         }
-        if (reader_.ended()) {
-            if (decoder_.mid_frame()) throw coro::IncompleteReadError("", header_size);
+        if (reader_.at_eof()) {
+            if (decoder_.mid_frame())
+                throw coro::IncompleteReadError(decoder_.partial_bytes(), decoder_.partial_needs());
             co_return std::nullopt;  // a clean end between frames
         }
-        // An idle connection waits here: a park on the stream's readers, no
+        // An idle connection waits here: on the stream's wait list, with no
         // frame of its own. The bytes that wake it are in the buffer.
-        co_await reader_.wait();
+        co_await reader_.wait_for_data();
     }
 }
 

@@ -30,7 +30,7 @@ class FrameReader {
   public:
     explicit FrameReader(coro::StreamReader reader, std::uint32_t max_frame = default_max_frame)
         : reader_(std::move(reader)), decoder_(max_frame) {}
-    coro::Task<std::optional<std::string>> next();
+    coro::Coroutine<std::optional<std::string>> next();
     // Called with the number of bytes handed to the decoder (for tracing).
     std::function<void(std::size_t)> on_bytes;
 

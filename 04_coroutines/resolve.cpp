@@ -6,7 +6,7 @@
 
 namespace coro {
 
-Task<sockaddr_storage> resolve(std::string host, std::uint16_t port) {
+Coroutine<sockaddr_storage> resolve(std::string host, std::uint16_t port) {
     (void)host;
     (void)port;
     throw std::logic_error(

@@ -10,7 +10,7 @@
 // resumes it when bytes arrive. The state that stage 03 kept in structs and
 // passed between callbacks is back in local variables; and flow control is
 // asyncio's: write(), then `co_await drain()`. The runtime that makes
-// this work (coro/task.hpp, coro/runtime.hpp, coro/streams.hpp) is ours, on libuv;
+// this work (coro/, read in the order coro/README.md gives) is ours, on libuv;
 // frame_reader.hpp puts our wire protocol on top of its streams.
 #include <algorithm>
 #include <chrono>
@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "cli.hpp"
-#include "coro/runtime.hpp"
+#include "coro/loop.hpp"
 #include "coro/streams.hpp"
 #include "frame.hpp"
 #include "frame_reader.hpp"
@@ -29,7 +29,7 @@
 #include "net.hpp"
 #include "work.hpp"
 
-using coro::Task;
+using coro::Coroutine;
 using logs::log;
 using Clock = std::chrono::steady_clock;
 
@@ -64,8 +64,8 @@ using Receivers = std::vector<std::shared_ptr<Client>>;  // the ones a frame too
 Receivers on_frame(Server& server, Client& from, const std::string& payload);
 void broadcast(Server& server, Client& from, std::string_view frame, Receivers& full);
 void send_frame(Server& server, Client& to, std::string_view frame, Receivers& full);
-Task<void> pause_reading(Server& server, Client& sender, Client& receiver);
-Task<void> offload_work(Server& server, Client& from, const std::string& payload);
+Coroutine<void> pause_reading(Server& server, Client& sender, Client& receiver);
+Coroutine<void> offload_work(Server& server, Client& from, const std::string& payload);
 void close_client(Server& server, Client& client, std::string_view reason);
 
 std::shared_ptr<Client> accept(Server& server, coro::StreamWriter writer) {
@@ -79,7 +79,7 @@ std::shared_ptr<Client> accept(Server& server, coro::StreamWriter writer) {
     client->writer.on_written([&server, weak = std::weak_ptr<Client>(client)](std::size_t n) {
         if (auto c = weak.lock()) {
             c->last_progress = Clock::now();
-            server.trace.write(c->id, n, c->writer.buffered());
+            server.trace.write(c->id, n, c->writer.write_buffer_size());
         }
     });
     server.clients.push_back(client);
@@ -89,7 +89,8 @@ std::shared_ptr<Client> accept(Server& server, coro::StreamWriter writer) {
 }
 
 // One coroutine per connection, from accept to close.
-Task<void> handle_connection(Server& server, coro::StreamReader reader, coro::StreamWriter writer) {
+Coroutine<void> handle_connection(Server& server, coro::StreamReader reader,
+                                  coro::StreamWriter writer) {
     if (server.stopping) co_return;  // (its writer closes with the last reference)
     std::shared_ptr<Client> client = accept(server, std::move(writer));
     std::string reason = "end of stream";
@@ -106,8 +107,8 @@ Task<void> handle_connection(Server& server, coro::StreamReader reader, coro::St
                 co_await pause_reading(server, *client, *to);
         }
         // ANCHOR_END: frame-loop
-    } catch (const coro::IncompleteReadError&) {
-        reason = "end of stream in the middle of a frame (dropped)";
+    } catch (const coro::IncompleteReadError& e) {
+        reason = fmt::format("end of stream in the middle of a frame (dropped): {}", e.what());
     } catch (const frame::FrameError& e) {
         reason = e.what();
     } catch (const coro::ConnectionError& e) {
@@ -126,7 +127,7 @@ Task<void> handle_connection(Server& server, coro::StreamReader reader, coro::St
 // --work --offload, asyncio's way: `await asyncio.to_thread(f)`. The work
 // runs on libuv's thread pool while the loop serves everyone else; this
 // connection's coroutine waits for it, so its frames stay in order.
-Task<void> offload_work(Server& server, Client& from, const std::string& payload) {
+Coroutine<void> offload_work(Server& server, Client& from, const std::string& payload) {
     const auto work = server.options.work;
     co_await coro::to_thread([&payload, work] { return work::crunch(payload, work); });
     server.trace.work(from.id, work.count());
@@ -161,13 +162,14 @@ void broadcast(Server& server, Client& from, std::string_view frame, Receivers& 
 // waits is decided after, in pause_reading.
 void send_frame(Server& server, Client& to, std::string_view frame, Receivers& full) {
     if (to.writer.is_closing()) return;
-    if (to.writer.buffered() == 0) to.last_progress = Clock::now();  // the stall clock starts
+    if (to.writer.write_buffer_size() == 0)
+        to.last_progress = Clock::now();  // the stall clock starts
     to.writer.write(frame);  // copied into its queue: one buffer per receiver, not per frame
-    server.trace.queue(to.id, frame.size(), to.writer.buffered());
+    server.trace.queue(to.id, frame.size(), to.writer.write_buffer_size());
     // The frame is queued whatever the size of the queue: a reader that keeps
     // reading never loses one. But past the mark its sender waits for it to
     // drain, so TCP slows that sender down and the queue cannot grow.
-    if (to.writer.buffered() > server.options.limits.max_pending) {
+    if (to.writer.write_buffer_size() > server.options.limits.max_pending) {
         // (It may be `from` itself, in echo mode.)
         auto it = std::find_if(server.clients.begin(), server.clients.end(),
                                [&](const auto& c) { return c.get() == &to; });
@@ -177,8 +179,8 @@ void send_frame(Server& server, Client& to, std::string_view frame, Receivers& f
 
 // The sender's coroutine waits here, reading nothing, until `receiver` is
 // below the low-water mark -- or is closed (drain() returns then too).
-Task<void> pause_reading(Server& server, Client& sender, Client& receiver) {
-    server.trace.pause(sender.id, receiver.id, receiver.writer.buffered());
+Coroutine<void> pause_reading(Server& server, Client& sender, Client& receiver) {
+    server.trace.pause(sender.id, receiver.id, receiver.writer.write_buffer_size());
     try {
         co_await receiver.writer.drain();
     } catch (const coro::ConnectionError&) {
@@ -190,7 +192,7 @@ Task<void> pause_reading(Server& server, Client& sender, Client& receiver) {
 // A receiver with writes waiting none of which completed for the stall
 // timeout is not reading at all: cut it, so the senders it held back go on.
 // (Stage 03's timer callback; here a task that sleeps between checks.)
-Task<void> check_stalled(Server& server) {
+Coroutine<void> check_stalled(Server& server) {
     const auto stall_timeout = server.options.limits.stall_timeout;
     // Four checks per stall timeout: a stalled client is cut within 1.25 of it.
     const auto check_every = std::max(stall_timeout / 4, std::chrono::milliseconds(1));
@@ -198,10 +200,12 @@ Task<void> check_stalled(Server& server) {
         co_await coro::sleep(check_every);
         const auto now = Clock::now();
         for (const auto& client : Receivers(server.clients)) {
-            if (client->writer.buffered() > 0 && now - client->last_progress >= stall_timeout) {
-                close_client(server, *client,
-                             fmt::format("stalled: took no byte for {} ms, {} bytes pending",
-                                         stall_timeout.count(), client->writer.buffered()));
+            if (client->writer.write_buffer_size() > 0 &&
+                now - client->last_progress >= stall_timeout) {
+                close_client(
+                    server, *client,
+                    fmt::format("stalled: took no byte for {} ms, {} bytes pending",
+                                stall_timeout.count(), client->writer.write_buffer_size()));
                 client->writer.abort();  // do not wait to flush to a client that is not reading
             }
         }
@@ -234,18 +238,18 @@ void begin_shutdown(Server& server, coro::Server& listener, int signal) {
 }
 
 // A second signal during the grace period: exit at once.
-Task<void> exit_on_second_signal(Server& server, coro::SignalWatch& signals) {
+Coroutine<void> exit_on_second_signal(Server& server, coro::SignalWatch& signals) {
     co_await signals.wait();
     std::size_t queued = 0;
     for (const auto& weak : server.flushing) {
-        if (auto client = weak.lock()) queued += client->writer.buffered();
+        if (auto client = weak.lock()) queued += client->writer.write_buffer_size();
     }
     logs::exit_now(queued);
 }
 
 // Serve until SIGINT/SIGTERM, then shut down: the whole life of the server,
 // as one coroutine.
-Task<void> serve(Server& server) {
+Coroutine<void> serve(Server& server) {
     // Every connection's task joins this group, and serve() does not return
     // before they have all finished: structured concurrency.
     coro::TaskGroup connections;

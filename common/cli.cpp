@@ -13,6 +13,16 @@
 #include <fmt/format.h>
 
 namespace cli {
+std::optional<std::chrono::milliseconds> parse_seconds(std::string_view text) {
+    double seconds = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), seconds);
+    if (ec != std::errc{} || end != text.data() + text.size() || !(seconds > 0) ||
+        seconds > 86400) {
+        return std::nullopt;
+    }
+    return std::chrono::milliseconds(static_cast<long long>(seconds * 1000));
+}
+
 namespace {
 
 std::string server_usage(const Program& p) {
@@ -83,17 +93,6 @@ std::optional<Int> parse_int(std::string_view text, Int min, Int max) {
         return std::nullopt;
     }
     return static_cast<Int>(value);
-}
-
-// "5", "0.5": a positive number of seconds, to the millisecond.
-std::optional<std::chrono::milliseconds> parse_seconds(std::string_view text) {
-    double seconds = 0;
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), seconds);
-    if (ec != std::errc{} || end != text.data() + text.size() || !(seconds > 0) ||
-        seconds > 86400) {
-        return std::nullopt;
-    }
-    return std::chrono::milliseconds(static_cast<long long>(seconds * 1000));
 }
 
 // Walks argv, handing each option (and its value, if it takes one) to `handle`.

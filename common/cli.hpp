@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -51,6 +52,10 @@ struct Program {
     std::vector<std::string_view> modes = {};  // first one is the default
     std::vector<Option> options = {};          // its own options, if any
 };
+
+// "5", "0.5": a positive number of seconds (at most a day), to the
+// millisecond; nullopt if not. For --stall-timeout, and an exercise's own.
+std::optional<std::chrono::milliseconds> parse_seconds(std::string_view text);
 
 // Both print usage and exit(0) on --help, or print the problem plus usage on
 // stderr and exit(2) on a bad argument.

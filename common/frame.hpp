@@ -44,6 +44,12 @@ class Decoder {
     // True when part of a frame has arrived but not all of it: a peer that
     // disconnects now loses that partial frame (it is never delivered).
     bool mid_frame() const { return header_filled_ > 0; }
+    // Of that partial frame: the bytes that came (header included), and how
+    // many it needs (only the header's 4, while the header is incomplete).
+    std::size_t partial_bytes() const { return header_filled_ + payload_.size(); }
+    std::size_t partial_needs() const {
+        return header_filled_ < header_size ? header_size : header_size + expected_;
+    }
     std::uint32_t max_frame() const { return max_frame_; }
 
   private:

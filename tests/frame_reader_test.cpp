@@ -5,65 +5,33 @@
 #include <string>
 #include <vector>
 
-#include "coro/runtime.hpp"
+#include "coro/loop.hpp"
 #include "coro/streams.hpp"
+#include "coro_test_helpers.hpp"
 #include "frame_reader.hpp"
 
 using namespace std::chrono_literals;
-using coro::Task;
+using coro::Coroutine;
+using namespace coro_test;
 
 namespace {
 
-template <typename T>
-Task<void> join_cancelled(coro::JoinHandle<T>& handle) {
-    try {
-        co_await handle;
-    } catch (const coro::CancelledError&) {
-    }
-}
-
-// A server running `handler`, a connection to it, and `body` on the client side.
-template <typename Handler, typename Body>
-auto with_connection(Handler handler, Body body) {
-    using Result = typename std::invoke_result_t<Body&, coro::Connection&>::value_type;
-    auto main = [](Handler h, Body b) -> Task<Result> {
-        auto server = co_await coro::start_server(h, "127.0.0.1", 0);
-        const std::string address = server.address();
-        const auto port =
-            static_cast<std::uint16_t>(std::stoi(address.substr(address.rfind(':') + 1)));
-        coro::Connection connection = co_await coro::open_connection("127.0.0.1", port);
-        auto result = b(connection);
-        server.close();
-        co_return co_await std::move(result);
-    };
-    return coro::run(main(std::move(handler), std::move(body)));
-}
-
-Task<void> echo(coro::StreamReader reader, coro::StreamWriter writer) {
-    while (true) {
-        std::string bytes = co_await reader.read();
-        if (bytes.empty()) break;
-        writer.write(bytes);
-        co_await writer.drain();
-    }
-    writer.close();
-}
-
 TEST(FrameReader, FrameIterationEndsCleanlyBetweenFrames) {
-    auto result = with_connection(echo, [](coro::Connection& c) -> Task<std::vector<std::string>> {
-        c.writer.write(frame::encode("one") + frame::encode("") + frame::encode("three"));
-        c.writer.write_eof();
-        std::vector<std::string> frames;
-        frame::FrameReader reader(c.reader);
-        while (auto f = co_await reader.next())
-            frames.push_back(*f);
-        co_return frames;
-    });
+    auto result =
+        with_connection(echo, [](coro::Connection& c) -> Coroutine<std::vector<std::string>> {
+            c.writer.write(frame::encode("one") + frame::encode("") + frame::encode("three"));
+            c.writer.write_eof();
+            std::vector<std::string> frames;
+            frame::FrameReader reader(c.reader);
+            while (auto f = co_await reader.next())
+                frames.push_back(*f);
+            co_return frames;
+        });
     EXPECT_EQ(result, (std::vector<std::string>{"one", "", "three"}));
 }
 
 TEST(FrameReader, FrameIterationReportsAStreamThatEndsMidFrame) {
-    auto result = with_connection(echo, [](coro::Connection& c) -> Task<bool> {
+    auto result = with_connection(echo, [](coro::Connection& c) -> Coroutine<bool> {
         c.writer.write(frame::encode("whole") + frame::encode("cut short").substr(0, 6));
         c.writer.write_eof();
         frame::FrameReader reader(c.reader);
@@ -82,14 +50,14 @@ TEST(FrameReader, FrameIterationReportsAStreamThatEndsMidFrame) {
 // and gone, it leaves nothing behind: the frame that comes later is kept in the
 // stream's buffer for the next reader.
 TEST(FrameReader, ACancelledFrameReaderLosesNothing) {
-    auto sender = [](coro::StreamReader reader, coro::StreamWriter writer) -> Task<void> {
-        co_await reader.read_exactly(2);  // "go"
+    auto sender = [](coro::StreamReader reader, coro::StreamWriter writer) -> Coroutine<void> {
+        co_await reader.readexactly(2);  // "go"
         writer.write(frame::encode("after"));
         co_await reader.read();  // until the client closes
         writer.close();
     };
-    auto result = with_connection(sender, [](coro::Connection& c) -> Task<std::string> {
-        auto waiting = coro::spawn([&]() -> Task<void> {
+    auto result = with_connection(sender, [](coro::Connection& c) -> Coroutine<std::string> {
+        auto waiting = coro::create_task([&]() -> Coroutine<void> {
             frame::FrameReader frames(c.reader);
             co_await frames.next();
         });
@@ -97,7 +65,7 @@ TEST(FrameReader, ACancelledFrameReaderLosesNothing) {
         waiting.cancel();
         co_await join_cancelled(waiting);
         c.writer.write("go");
-        co_await c.reader.fill();  // the frame arrives while no FrameReader waits
+        co_await c.reader.wait_for_data();  // the frame arrives while no FrameReader waits
         frame::FrameReader frames(c.reader);
         auto frame = co_await frames.next();
         c.writer.close();
@@ -107,7 +75,7 @@ TEST(FrameReader, ACancelledFrameReaderLosesNothing) {
 }
 
 TEST(FrameReader, AFrameOverTheLimitIsAnError) {
-    auto result = with_connection(echo, [](coro::Connection& c) -> Task<bool> {
+    auto result = with_connection(echo, [](coro::Connection& c) -> Coroutine<bool> {
         c.writer.write(frame::encode(std::string(100, 'x')));
         frame::FrameReader frames(c.reader, 10);
         try {

@@ -1,12 +1,15 @@
 // Streams on libuv: sockets, stdin, reads, writes, connect, listen.
+#include "streams.hpp"
+
 #include <unistd.h>
 
 #include <algorithm>
 
 #include <fmt/format.h>
 
-#include "../streams.hpp"
+#include "buffer.hpp"
 #include "net.hpp"
+#include "uv.hpp"
 #include "uv_net.hpp"
 
 namespace coro {
@@ -14,6 +17,67 @@ namespace detail {
 
 constexpr std::size_t read_limit = 256 * 1024;  // a socket is not read while this much is unread
 constexpr std::size_t chunk = 64 * 1024;        // the most one read takes
+
+// What a StreamReader reads from: the bytes received and not consumed yet,
+// and who waits for more. A libuv stream and a file fill it their own way.
+struct Source {
+    net::OutputBuffer received;  // common/buffer.hpp's byte queue: consume() is O(1)
+    bool eof = false;
+    int error = 0;  // libuv's code, after a failed read (or one that could not start)
+    std::size_t line_limit = 64 * 1024;
+    WaitList readers;
+
+    virtual ~Source() = default;
+    virtual void want_more() = 0;                       // start reading, if not already
+    void arrived(std::string_view bytes, int status) {  // from callbacks
+        received.append(bytes);
+        eof = eof || status == UV_EOF;
+        if (status < 0 && status != UV_EOF) error = status;
+        readers.wake_all();
+    }
+};
+
+// A libuv stream (a TCP socket, a listener, stdin as a tty or pipe) and what
+// its reader and writer share. Its Handle is on the heap; the Stream closes
+// it when the last reader or writer lets go.
+struct Stream : Source, std::enable_shared_from_this<Stream> {
+    Handle* handle;  // null once closing
+    bool reading = false, flushing = false, closed = false;
+    // What is written goes into `pending`, one growing buffer, however small
+    // the writes: one uv_write per write would cost a request each. At most
+    // one uv_write is in flight, with the bytes in `in_flight`: libuv reads
+    // them until its callback, so nothing is appended to that string
+    // meanwhile. Then the next write takes all that is pending. So a stream
+    // holds about twice what it queues, at most.
+    std::string pending, in_flight;
+    std::size_t high_water = 64 * 1024, low_water = 16 * 1024;
+    int write_error = 0;
+    // write_eof() or close() came: no more writes, and the end of stream goes
+    // out after every byte written before -- then the handle closes, if
+    // close() asked for it.
+    bool ending = false, close_when_ended = false;
+    WaitList drainers, closers;
+    std::function<void(std::size_t)> on_written;
+
+    explicit Stream(Handle* h);
+    ~Stream() override;
+    void want_more() override;
+    void stop_reading() {
+        if (reading && handle) uv_read_stop(&handle->uv.stream);
+        reading = false;
+    }
+    std::size_t queued() const { return pending.size() + in_flight.size(); }
+    void write(std::string_view bytes);
+    void shutdown(bool then_close);  // end of stream after what is queued
+    void close();                    // stop reading; shutdown, then abort
+    void abort();                    // close the handle now
+    std::string address(bool peer) const;
+
+  private:
+    void flush();  // hands `pending` to libuv, unless a write is in flight
+    void send_shutdown();
+    void write_failed(int rc);
+};
 
 Stream::Stream(Handle* h) : handle(h) {
     h->owner = this;
@@ -32,6 +96,7 @@ Stream::~Stream() {
     handle->close();
 }
 
+// ANCHOR: read-callback
 void Stream::want_more() {
     if (reading || eof || error || !handle) return;
     auto alloc = [](uv_handle_t*, std::size_t, uv_buf_t* buf) {
@@ -41,14 +106,16 @@ void Stream::want_more() {
     auto on_read = [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
         auto* self = Handle::owner_of<Stream>(s);
         if (n == 0) return;  // nothing this time (EAGAIN)
-        if (n < 0 || self->buffer.size() + static_cast<std::size_t>(n) >= read_limit)
+        if (n < 0 || self->received.size() + static_cast<std::size_t>(n) >= read_limit)
             self->stop_reading();  // the end; or backpressure: the reader is behind
-        self->received({buf->base, static_cast<std::size_t>(std::max<ssize_t>(n, 0))},
-                       static_cast<int>(std::min<ssize_t>(n, 0)));
+        // Buffer the bytes and wake the readers -- onto the ready queue.
+        self->arrived({buf->base, static_cast<std::size_t>(std::max<ssize_t>(n, 0))},
+                      static_cast<int>(std::min<ssize_t>(n, 0)));
     };
-    error = uv_read_start(handle->stream(), alloc, on_read);
+    error = uv_read_start(&handle->uv.stream, alloc, on_read);
     reading = error == 0;
 }
+// ANCHOR_END: read-callback
 
 void Stream::write(std::string_view bytes) {
     if (!handle || ending || write_error || bytes.empty()) return;  // see StreamWriter::write
@@ -69,7 +136,7 @@ void Stream::flush() {
     auto* w = new Write{.req = {}, .stream = shared_from_this()};
     w->req.data = w;
     uv_buf_t buf = uv_buf_init(in_flight.data(), static_cast<unsigned>(in_flight.size()));
-    const int rc = uv_write(&w->req, handle->stream(), &buf, 1, [](uv_write_t* req, int status) {
+    const int rc = uv_write(&w->req, &handle->uv.stream, &buf, 1, [](uv_write_t* req, int status) {
         std::unique_ptr<Write> done(static_cast<Write*>(req->data));
         Stream& s = *done->stream;
         const std::size_t n = s.in_flight.size();
@@ -126,7 +193,7 @@ void Stream::send_shutdown() {
     op->req.data = op;
     // Its callback comes once every write handed to libuv has gone out. Read
     // close_when_ended then, not now: close() may come in between.
-    if (uv_shutdown(&op->req, handle->stream(), [](uv_shutdown_t* req, int) {
+    if (uv_shutdown(&op->req, &handle->uv.stream, [](uv_shutdown_t* req, int) {
             std::unique_ptr<Shutdown> done(static_cast<Shutdown*>(req->data));
             if (done->stream->close_when_ended) done->stream->abort();
         }) != 0) {
@@ -163,17 +230,25 @@ std::string Stream::address(bool peer) const {
 
 std::shared_ptr<Stream> tcp_stream() {
     auto* h = new Handle;
-    uv_tcp_init(loop(), &h->uv.tcp);
+    uv_tcp_init(uv_loop(), &h->uv.tcp);
     return std::make_shared<Stream>(h);
 }
 
-Task<void> wait_closed(std::shared_ptr<Stream> s) {
+Coroutine<void> wait_closed(std::shared_ptr<Stream> s) {
     while (!s->closed)
-        co_await park(s->closers);
+        co_await s->closers.wait();
 }
 
+// stdin as a regular file: read on the thread pool, a chunk each time a
+// reader wants more.
+struct FileSource final : Source, std::enable_shared_from_this<FileSource> {
+    std::int64_t offset = 0;
+    bool reading = false;
+    void want_more() override;
+};
+
 void FileSource::want_more() {
-    if (pending || eof || error) return;
+    if (reading || eof || error) return;
     struct Read {
         uv_fs_t req;
         std::shared_ptr<FileSource> source;
@@ -182,94 +257,142 @@ void FileSource::want_more() {
     auto* op = new Read{.req = {}, .source = shared_from_this(), .data = {}};
     op->req.data = op;
     uv_buf_t buf = uv_buf_init(op->data, sizeof op->data);
-    pending = true;
-    uv_fs_read(loop(), &op->req, STDIN_FILENO, &buf, 1, offset, [](uv_fs_t* req) {
+    reading = true;
+    uv_fs_read(uv_loop(), &op->req, STDIN_FILENO, &buf, 1, offset, [](uv_fs_t* req) {
         std::unique_ptr<Read> done(static_cast<Read*>(req->data));
         const auto n = static_cast<int>(req->result);  // bytes, 0 at the end, or an error
         uv_fs_req_cleanup(req);
         FileSource& self = *done->source;
-        self.pending = false;
+        self.reading = false;
         self.offset += std::max(n, 0);
-        self.received({done->data, static_cast<std::size_t>(std::max(n, 0))},
-                      n == 0 ? UV_EOF : std::min(n, 0));
+        self.arrived({done->data, static_cast<std::size_t>(std::max(n, 0))},
+                     n == 0 ? UV_EOF : std::min(n, 0));
     });
 }
+
+// The readers, writers and servers above, handed out (their constructors are
+// private: nothing outside coro/ needs to know what they hold).
+struct Open {
+    static StreamReader reader(std::shared_ptr<Source> s) { return StreamReader(std::move(s)); }
+    static StreamWriter writer(std::shared_ptr<Stream> s) { return StreamWriter(std::move(s)); }
+    static Server server(std::shared_ptr<Server::State> s) { return Server(std::move(s)); }
+};
 
 }  // namespace detail
 
 // ---------------------------------------------------------------------------
 // StreamReader
 
-Task<bool> StreamReader::more() {
-    detail::Source& s = *s_;
-    const std::size_t before = s.buffer.size();
-    while (s.buffer.size() == before && !s.eof && !s.error) {
-        s.want_more();
-        // If uv_read_start failed, nothing will ever wake us: no wait then.
-        co_await detail::park(s.readers, s.error != 0);
-    }
-    if (s.buffer.size() == before && s.error) throw ConnectionError(uv_strerror(s.error), s.error);
-    co_return s.buffer.size() > before;
+std::string_view StreamReader::buffered() const {
+    return s_->received.pending();
+}
+void StreamReader::consume(std::size_t n) {
+    s_->received.consume(n);
+}
+bool StreamReader::at_eof() const {
+    return s_->eof && s_->received.empty();
+}
+void StreamReader::set_limit(std::size_t bytes) {
+    s_->line_limit = bytes;
 }
 
-Task<bool> StreamReader::fill() {
-    if (!s_->buffer.empty()) co_return true;
-    co_return co_await more();
-}
-
-bool StreamReader::ended() const {
-    if (!s_->buffer.empty()) return false;
+WaitList::Waiter StreamReader::wait_for_data() {
     if (s_->error) throw ConnectionError(uv_strerror(s_->error), s_->error);
-    return s_->eof;
+    s_->want_more();
+    // Nothing more can come (the end, or a read that could not even start):
+    // no wait, or nothing would ever wake us.
+    return s_->readers.wait_unless(s_->eof || s_->error != 0);
 }
 
-Task<std::string> StreamReader::read(std::size_t max) {
-    if (!co_await fill()) co_return std::string();
-    std::string bytes(buffered().substr(0, max));
+Coroutine<bool> StreamReader::more() {
+    const std::size_t before = s_->received.size();
+    while (s_->received.size() == before && !s_->eof)
+        co_await wait_for_data();
+    co_return s_->received.size() > before;
+}
+
+Coroutine<std::string> StreamReader::read(std::size_t n) {
+    if (s_->received.empty() && !co_await more()) co_return std::string();
+    std::string bytes(buffered().substr(0, n));
     consume(bytes.size());
     co_return bytes;
 }
 
-Task<std::string> StreamReader::read_exactly(std::size_t n) {
-    while (s_->buffer.size() < n) {
+Coroutine<std::string> StreamReader::readexactly(std::size_t n) {
+    while (s_->received.size() < n) {
         if (co_await more()) continue;
         std::string partial(buffered());
         consume(partial.size());
-        throw IncompleteReadError(std::move(partial), n);
+        throw IncompleteReadError(partial.size(), n, std::move(partial));
     }
     std::string bytes(buffered().substr(0, n));
     consume(n);
     co_return bytes;
 }
 
-Task<std::optional<std::string>> StreamReader::read_line() {
+Coroutine<std::string> StreamReader::readline() {
     const std::size_t limit = s_->line_limit;
     std::size_t scanned = 0;  // no byte is looked at twice
     std::size_t end;
     while ((end = buffered().find('\n', scanned)) == std::string_view::npos) {
-        scanned = s_->buffer.size();
+        scanned = s_->received.size();
         // Without a limit, a peer that never sends '\n' would make us buffer
         // without bound (reading stops at read_limit, but more() restarts it).
         if (scanned > limit) throw LimitOverrunError("no end of line within the limit", scanned);
         if (co_await more()) continue;
-        if (s_->buffer.empty()) co_return std::nullopt;
-        end = s_->buffer.size();  // a last line without a newline
+        if (s_->received.empty()) co_return std::string();  // the end
+        end = s_->received.size() - 1;                      // a last line without '\n'
         break;
     }
     if (end > limit) throw LimitOverrunError("line longer than the limit", end + 1);
-    std::string line(buffered().substr(0, end));
-    consume(std::min(end + 1, s_->buffer.size()));
+    std::string line(buffered().substr(0, end + 1));
+    consume(line.size());
     co_return line;
 }
 
 // ---------------------------------------------------------------------------
 // StreamWriter
 
-Task<void> StreamWriter::drain() {
+void StreamWriter::write(std::string_view bytes) {
+    s_->write(bytes);
+}
+std::size_t StreamWriter::write_buffer_size() const {
+    return s_->queued();
+}
+void StreamWriter::set_write_buffer_limits(std::size_t high, std::size_t low) {
+    s_->high_water = high;
+    s_->low_water = std::min(low, high);
+}
+void StreamWriter::write_eof() {
+    s_->shutdown(false);
+}
+void StreamWriter::close() {
+    s_->close();
+}
+void StreamWriter::abort() {
+    s_->abort();
+}
+bool StreamWriter::is_closing() const {
+    return !s_->handle || s_->flushing;
+}
+Coroutine<void> StreamWriter::wait_closed() {
+    return detail::wait_closed(s_);
+}
+void StreamWriter::on_written(std::function<void(std::size_t)> callback) {
+    s_->on_written = std::move(callback);
+}
+std::string StreamWriter::peer() const {
+    return s_->address(true);
+}
+std::string StreamWriter::local() const {
+    return s_->address(false);
+}
+
+Coroutine<void> StreamWriter::drain() {
     detail::Stream& s = *s_;
     if (s.queued() > s.high_water) {
         while (s.queued() > s.low_water && !s.write_error && s.handle)
-            co_await detail::park(s.drainers);
+            co_await s.drainers.wait();
     }
     if (s.write_error) throw ConnectionError(uv_strerror(s.write_error), s.write_error);
 }
@@ -277,36 +400,28 @@ Task<void> StreamWriter::drain() {
 // ---------------------------------------------------------------------------
 // open_connection, start_server, open_stdin
 
-Task<Connection> open_connection(std::string host, std::uint16_t port) {
+Coroutine<Connection> open_connection(std::string host, std::uint16_t port) {
     const sockaddr_storage addr = net::resolve(host, port, false);
     const auto* a = reinterpret_cast<const sockaddr*>(&addr);
     auto stream = detail::tcp_stream();
     // libuv calls back even if we stop waiting (UV_ECANCELED, once the handle
-    // is closed), so the request owns itself until then.
-    struct Connect {
-        uv_connect_t req{};
-        int status = 1;  // 1: not finished
-        detail::WaitList waiters;
-        std::shared_ptr<Connect> self;
-    };
-    auto op = std::make_shared<Connect>();
-    op->req.data = op.get();
+    // is closed): the request lives on the heap until then.
+    using Connect = Request<uv_connect_t, int>;
+    auto op = std::make_unique<Connect>();
+    Future<int> status = op->future;
     int rc = uv_tcp_connect(&op->req, &stream->handle->uv.tcp, a, [](uv_connect_t* req, int st) {
-        auto* c = static_cast<Connect*>(req->data);
-        c->status = st;
-        c->waiters.wake_all();
-        c->self.reset();  // may free it: nothing after this
+        Connect::owner(req)->future.set_result(st);
     });
-    if (rc == 0) op->self = op;
-    while (rc == 0 && op->status == 1)
-        co_await detail::park(op->waiters);  // cancelled: ~Stream closes the handle
-    if (rc == 0) rc = op->status;
+    if (rc == 0) {
+        op.release();
+        rc = co_await status;  // cancelled: ~Stream closes the handle
+    }
     if (rc < 0) {
         throw ConnectionError(
             fmt::format("cannot connect to {}: {}", net::format_address(a), uv_strerror(rc)), rc);
     }
     uv_tcp_nodelay(&stream->handle->uv.tcp, 1);
-    co_return Connection{StreamReader(stream), StreamWriter(stream)};
+    co_return Connection{detail::Open::reader(stream), detail::Open::writer(stream)};
 }
 
 // A listener is a Stream too: the same handle ownership, close and wait_closed.
@@ -316,21 +431,20 @@ struct Server::State : detail::Stream {
     TaskGroup connections;
 };
 
-Server::Server(std::shared_ptr<State> s) : s_(std::move(s)) {}
 std::string Server::address() const {
     return s_->address(false);
 }
 void Server::close() {
     s_->abort();
 }
-Task<void> Server::wait_closed() {
+Coroutine<void> Server::wait_closed() {
     return detail::wait_closed(s_);
 }
 
-Task<Server> start_server(Server::Handler handler, std::string host, std::uint16_t port,
-                          TaskGroup connections) {
+Coroutine<Server> start_server(Server::Handler handler, std::string host, std::uint16_t port,
+                               TaskGroup connections) {
     auto* h = new detail::Handle;
-    uv_tcp_init(detail::loop(), &h->uv.tcp);
+    uv_tcp_init(uv_loop(), &h->uv.tcp);
     auto s = std::make_shared<Server::State>(h);
     s->handler = std::move(handler);
     s->connections = std::move(connections);
@@ -338,7 +452,7 @@ Task<Server> start_server(Server::Handler handler, std::string host, std::uint16
         auto* self =
             static_cast<Server::State*>(detail::Handle::owner_of<detail::Stream>(listener));
         auto stream = detail::tcp_stream();
-        if (status == 0) status = uv_accept(listener, stream->handle->stream());
+        if (status == 0) status = uv_accept(listener, &stream->handle->uv.stream);
         if (status != 0) {
             fmt::print(stderr, "accept: {}\n", uv_strerror(status));
             return;  // ~Stream closes the handle
@@ -346,26 +460,25 @@ Task<Server> start_server(Server::Handler handler, std::string host, std::uint16
         uv_tcp_nodelay(&stream->handle->uv.tcp, 1);
         // One task per connection, in the server's group: its owner waits for
         // them all. An exception a handler lets out is reported.
-        self->connections.create_task([handler = self->handler, stream] {
-            return handler(StreamReader(stream), StreamWriter(stream));
-        });
+        self->connections.create_task(
+            self->handler(detail::Open::reader(stream), detail::Open::writer(stream)));
     };
     net::listen_uv(&h->uv.tcp, host, port, on_connection);  // or throws, saying why
-    co_return Server(s);
+    co_return detail::Open::server(s);
 }
 
 StreamReader open_stdin() {
     const uv_handle_type type = uv_guess_handle(STDIN_FILENO);
     if (type != UV_TTY && type != UV_NAMED_PIPE)  // a regular file, /dev/null...
-        return StreamReader(std::make_shared<detail::FileSource>());
+        return detail::Open::reader(std::make_shared<detail::FileSource>());
     auto* h = new detail::Handle;
     if (type == UV_TTY) {
-        uv_tty_init(detail::loop(), &h->uv.tty, STDIN_FILENO, 1);
+        uv_tty_init(uv_loop(), &h->uv.tty, STDIN_FILENO, 1);
     } else {
-        uv_pipe_init(detail::loop(), &h->uv.pipe, 0);
+        uv_pipe_init(uv_loop(), &h->uv.pipe, 0);
         uv_pipe_open(&h->uv.pipe, STDIN_FILENO);
     }
-    return StreamReader(std::make_shared<detail::Stream>(h));
+    return detail::Open::reader(std::make_shared<detail::Stream>(h));
 }
 
 }  // namespace coro

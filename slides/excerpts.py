@@ -22,6 +22,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DECKS = [ROOT / "slides/talk.en.md", ROOT / "slides/talk.es.md"]
+# Guides that quote code the same way, without a slide's limits: the coro/
+# library's reading path.
+GUIDES = [ROOT / "04_coroutines/coro/README.md"]
+GUIDE_MAX_LINES = 40
 SOURCES = ["01_blocking", "02_select", "03_libuv_callbacks", "04_coroutines", "04_coroutines/coro", "common"]
 # The decks set code at 20 px on a 1280x720 slide. DejaVu Sans Mono (what
 # chromium renders "monospace" with on Debian) advances 12.0 px a character
@@ -45,11 +49,12 @@ SIZE_CLAIMS = [
     (ROOT / "slides/talk.en.md", r"runtime is about (\d+) lines"),
     (ROOT / "slides/talk.es.md", r"runtime tiene unas (\d+)\s+líneas"),
     (ROOT / "04_coroutines/README.md", r"about (\d+) lines with comments"),
+    (ROOT / "04_coroutines/coro/README.md", r"about (\d+) lines with comments"),
 ]
 
 
 def size_problems():
-    actual = sum(len(p.read_text().splitlines()) for p in (ROOT / "04_coroutines/coro").rglob("*") if p.is_file())
+    actual = sum(len(p.read_text().splitlines()) for p in (ROOT / "04_coroutines/coro").glob("*.[ch]pp"))
     problems = []
     for path, pattern in SIZE_CLAIMS:
         m = re.search(pattern, path.read_text())
@@ -112,8 +117,9 @@ def main():
     update = "--update" in sys.argv[1:]
     sources = regions()
     problems, used, per_deck = [], set(), {}
-    for deck in DECKS:
+    for deck in DECKS + GUIDES:
         text = deck.read_text()
+        max_lines, max_line = (MAX_LINES, MAX_LINE) if deck in DECKS else (GUIDE_MAX_LINES, 100)
         names = []
 
         def replace(m):
@@ -124,11 +130,11 @@ def main():
             if code is None:
                 problems.append(f"{deck.name}: unknown excerpt {key[0]}#{key[1]}")
                 return m.group(0)
-            if len(code.splitlines()) > MAX_LINES:
-                problems.append(f"{key[0]}#{key[1]}: {len(code.splitlines())} lines, more than a slide's {MAX_LINES}")
+            if len(code.splitlines()) > max_lines:
+                problems.append(f"{deck.name}: {key[0]}#{key[1]}: {len(code.splitlines())} lines, more than {max_lines}")
             for line in code.splitlines():
-                if len(line) > MAX_LINE:
-                    problems.append(f"{key[0]}#{key[1]}: line too long for a slide ({len(line)} > {MAX_LINE})")
+                if len(line) > max_line:
+                    problems.append(f"{deck.name}: {key[0]}#{key[1]}: line too long ({len(line)} > {max_line})")
             if m["code"] != code:
                 if not update:
                     problems.append(f"{deck.name}: excerpt {key[0]}#{key[1]} differs from its source")
@@ -152,12 +158,13 @@ def main():
             return m.group(0)
 
         new_text = INCLUDE.sub(include, new_text)
-        per_deck[deck.name] = names
+        if deck in DECKS:
+            per_deck[deck.name] = names
         if update and new_text != text:
             deck.write_text(new_text)
             print(f"updated {deck.relative_to(ROOT)}")
     for key in sorted(set(sources) - used):
-        problems.append(f"{key[0]}: region {key[1]} is used by no deck")
+        problems.append(f"{key[0]}: region {key[1]} is used by no deck or guide")
     decks = list(per_deck.values())
     if any(d != decks[0] for d in decks[1:]):
         problems.append("the decks do not show the same excerpts in the same order")
@@ -166,7 +173,7 @@ def main():
         print(p, file=sys.stderr)
     if problems:
         sys.exit(1)
-    print(f"{len(used)} excerpts in {len(DECKS)} decks match their sources")
+    print(f"{len(used)} excerpts in {len(DECKS)} decks and {len(GUIDES)} guide match their sources")
 
 
 if __name__ == "__main__":

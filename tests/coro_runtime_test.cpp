@@ -41,11 +41,11 @@ Coroutine<void> sleep_until_cancelled(int& cancelled) {
     }
 }
 
-TEST(Task, ReturnsItsValue) {
+TEST(Coroutine, ReturnsItsValue) {
     EXPECT_EQ(coro::run(answer()), 42);
 }
 
-TEST(Task, IsLazy) {
+TEST(Coroutine, IsLazy) {
     bool ran = false;
     auto body = [&]() -> Coroutine<void> {
         ran = true;
@@ -58,7 +58,7 @@ TEST(Task, IsLazy) {
     EXPECT_FALSE(ran);
 }
 
-TEST(Task, PropagatesExceptionsToTheAwaiter) {
+TEST(Coroutine, PropagatesExceptionsToTheAwaiter) {
     auto main = []() -> Coroutine<std::string> {
         try {
             co_await fails();
@@ -73,7 +73,7 @@ TEST(Task, PropagatesExceptionsToTheAwaiter) {
 
 // g++ 12 does not make symmetric transfer a tail call at -O0 or under
 // sanitizers. Children that finish at once must not pile up stack frames.
-TEST(Task, AMillionSynchronousAwaitsDoNotOverflowTheStack) {
+TEST(Coroutine, AMillionSynchronousAwaitsDoNotOverflowTheStack) {
     auto main = []() -> Coroutine<long> {
         long sum = 0;
         for (int i = 0; i < 1'000'000; ++i)
@@ -83,7 +83,7 @@ TEST(Task, AMillionSynchronousAwaitsDoNotOverflowTheStack) {
     EXPECT_EQ(coro::run(main()), 42'000'000L);
 }
 
-TEST(Task, DeepChainsOfNestedTasksWork) {
+TEST(Coroutine, DeepChainsOfNestedTasksWork) {
     struct Deep {
         static Coroutine<int> down(int n) {
             if (n == 0) co_return 0;
@@ -93,7 +93,7 @@ TEST(Task, DeepChainsOfNestedTasksWork) {
     EXPECT_EQ(coro::run(Deep::down(1000)), 1000);  // real recursion: depth costs stack
 }
 
-TEST(Spawn, RunsTasksConcurrently) {
+TEST(CreateTask, RunsTasksConcurrently) {
     auto main = []() -> Coroutine<std::string> {
         std::string order;
         auto worker = [&](char name, std::chrono::milliseconds delay) -> Coroutine<void> {
@@ -111,7 +111,7 @@ TEST(Spawn, RunsTasksConcurrently) {
 
 // Outside coro::run there is no loop: starting a task there is a mistake
 // that gets a clear error, not a crash inside libuv.
-TEST(Spawn, OutsideRunIsAClearError) {
+TEST(CreateTask, OutsideRunIsAClearError) {
     auto work = []() -> Coroutine<int> { co_return 1; };
     try {
         auto handle = coro::create_task(work());
@@ -121,7 +121,7 @@ TEST(Spawn, OutsideRunIsAClearError) {
     }
 }
 
-TEST(Spawn, KeepsALambdasCapturesAliveWhileItsTaskRuns) {
+TEST(CreateTask, KeepsALambdasCapturesAliveWhileItsTaskRuns) {
     auto main = []() -> Coroutine<std::string> {
         coro::Task<std::string> handle = [] {
             std::string text(100, 'x');  // heap memory, freed if the lambda were
@@ -135,7 +135,7 @@ TEST(Spawn, KeepsALambdasCapturesAliveWhileItsTaskRuns) {
     EXPECT_EQ(coro::run(main()), std::string(100, 'x'));
 }
 
-TEST(Spawn, JoinRethrowsTheTasksException) {
+TEST(CreateTask, JoinRethrowsTheTasksException) {
     auto main = []() -> Coroutine<bool> {
         auto handle = coro::create_task(fails());
         try {
@@ -148,7 +148,7 @@ TEST(Spawn, JoinRethrowsTheTasksException) {
     EXPECT_TRUE(coro::run(main()));
 }
 
-TEST(Spawn, ReportsAnExceptionNobodyRetrieved) {
+TEST(CreateTask, ReportsAnExceptionNobodyRetrieved) {
     testing::internal::CaptureStderr();
     auto main = []() -> Coroutine<void> {
         { auto ignored = coro::create_task(fails()); }  // handle dropped at once

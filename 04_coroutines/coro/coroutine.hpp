@@ -67,6 +67,7 @@ struct PromiseBase {
     void (*on_end)(void* task) = nullptr;
     void* task = nullptr;
 
+    // ANCHOR: final-suspend
     std::suspend_always initial_suspend() noexcept { return {}; }  // lazy
     struct FinalAwaiter {
         bool await_ready() noexcept { return false; }
@@ -83,6 +84,7 @@ struct PromiseBase {
         void await_resume() noexcept {}
     };
     FinalAwaiter final_suspend() noexcept { return {}; }
+    // ANCHOR_END: final-suspend
 };
 
 template <typename T>
@@ -132,6 +134,7 @@ class [[nodiscard]] Coroutine {
         Handle child;
 
         bool await_ready() const noexcept { return child.done(); }
+        // ANCHOR: inline-start
         bool await_suspend(std::coroutine_handle<> parent) {
             promise_type& p = child.promise();
             p.continuation = parent;
@@ -140,6 +143,7 @@ class [[nodiscard]] Coroutine {
             p.started_inline = false;
             return !child.done();  // false: it finished already, the parent goes on
         }
+        // ANCHOR_END: inline-start
         T await_resume() { return child.promise().result.take(); }
     };
     Awaiter operator co_await() const noexcept { return Awaiter{handle_}; }

@@ -59,12 +59,6 @@ void schedule(std::coroutine_handle<> h, TaskBase* task) {
     uv_idle_start(&runtime.idle->uv.idle, on_idle);
 }
 
-void TaskBase::request_cancel() {
-    if (done) return;
-    if (WaitList::Waiter* waiter = std::exchange(suspended_in, nullptr)) return waiter->interrupt();
-    cancel_requested = true;
-}
-
 void track(TaskBase* task) {
     (void)uv_loop();  // outside run(): logic_error
     runtime.tasks.insert(task);
@@ -132,6 +126,15 @@ void WaitList::Waiter::await_resume() {
     if (cancelled_) throw CancelledError();
 }
 
+// ANCHOR: cancel
+// Task::cancel(): interrupt the wait the task is suspended in; suspended in
+// none (it is on the ready queue, or running), its next wait throws.
+void detail::TaskBase::request_cancel() {
+    if (done) return;
+    if (WaitList::Waiter* waiter = std::exchange(suspended_in, nullptr)) return waiter->interrupt();
+    cancel_requested = true;
+}
+
 void WaitList::Waiter::interrupt() {
     if (!linked_) {  // woken already: the cancel is for the task's next wait
         task_->cancel_requested = true;
@@ -141,6 +144,7 @@ void WaitList::Waiter::interrupt() {
     cancelled_ = true;
     detail::schedule(me_, task_);
 }
+// ANCHOR_END: cancel
 
 // A frame may be destroyed while it waits here (run() frees a task that
 // nothing can wake): leave the list then, or a later wake_all would resume a

@@ -296,6 +296,7 @@ void StreamReader::set_limit(std::size_t bytes) {
     s_->line_limit = bytes;
 }
 
+// ANCHOR: wait-for-data
 WaitList::Waiter StreamReader::wait_for_data() {
     if (s_->error) throw ConnectionError(uv_strerror(s_->error), s_->error);
     s_->want_more();
@@ -303,6 +304,7 @@ WaitList::Waiter StreamReader::wait_for_data() {
     // no wait, or nothing would ever wake us.
     return s_->readers.wait_unless(s_->eof || s_->error != 0);
 }
+// ANCHOR_END: wait-for-data
 
 Coroutine<bool> StreamReader::more() {
     const std::size_t before = s_->received.size();

@@ -49,6 +49,7 @@ struct TaskState final : TaskBase {
     ~TaskState() override {
         if (result.exception() && !retrieved) report_unretrieved(result.exception());
     }
+    // ANCHOR: task-ended
     // The coroutine has ended (its final suspend point calls this).
     static void ended(void* state) {
         auto* s = static_cast<TaskState*>(state);
@@ -70,6 +71,7 @@ struct TaskState final : TaskBase {
             callback();
         self.reset();  // may free us: nothing after this
     }
+    // ANCHOR_END: task-ended
 };
 
 }  // namespace detail
@@ -130,6 +132,7 @@ class Task {
     std::shared_ptr<detail::TaskState<T>> s_;
 };
 
+// ANCHOR: create-task
 // Runs `coroutine` as a task, from the loop's next turn. Only inside run().
 template <typename T>
 Task<T> create_task(Coroutine<T> coroutine) {
@@ -142,6 +145,7 @@ Task<T> create_task(Coroutine<T> coroutine) {
     detail::schedule(s->coroutine, s.get());
     return Task<T>(std::move(s));
 }
+// ANCHOR_END: create-task
 
 namespace detail {
 template <typename F>

@@ -41,6 +41,7 @@ namespace coro {
 
 uv_loop_t* uv_loop();  // the loop of the current run(); logic_error outside one
 
+// ANCHOR: request
 // A libuv request and the Future its callback completes, on the heap.
 template <typename Req, typename T = void>
 struct Request {
@@ -55,6 +56,7 @@ struct Request {
         return std::unique_ptr<Request>(static_cast<Request*>(r->data));
     }
 };
+// ANCHOR_END: request
 
 namespace detail {
 

@@ -1,7 +1,6 @@
 // The loop: the ready queue, waits and cancels, run(), timers, signals, the
 // thread pool.
 #include <deque>
-#include <set>
 #include <string>
 
 #include <fmt/format.h>
@@ -22,9 +21,9 @@ struct Runtime {
     uv_loop_t loop;
     bool open = false;
     detail::TaskBase* current = nullptr;
-    std::deque<Ready> ready;            // to resume on the loop's next turn
-    detail::Handle* idle = nullptr;     // active while `ready` is not empty
-    std::set<detail::TaskBase*> tasks;  // every task still running
+    std::deque<Ready> ready;              // to resume on the loop's next turn
+    detail::Handle* idle = nullptr;       // active while `ready` is not empty
+    detail::TaskBase* running = nullptr;  // every task still running, linked through them
 };
 thread_local Runtime runtime;
 
@@ -61,11 +60,20 @@ void schedule(std::coroutine_handle<> h, TaskBase* task) {
 
 void track(TaskBase* task) {
     (void)uv_loop();  // outside run(): logic_error
-    runtime.tasks.insert(task);
+    task->next_running = std::exchange(runtime.running, task);
+    if (task->next_running) task->next_running->prev_running = task;
 }
 
 void untrack(TaskBase* task) {
-    runtime.tasks.erase(task);
+    (task->prev_running ? task->prev_running->next_running : runtime.running) = task->next_running;
+    if (task->next_running) task->next_running->prev_running = task->prev_running;
+    task->prev_running = task->next_running = nullptr;
+}
+
+void cancel_group(const GroupState* group) {
+    for (TaskBase* task = runtime.running; task; task = task->next_running) {
+        if (task->group.get() == group) task->request_cancel();
+    }
 }
 
 bool is_cancellation(const std::exception_ptr& error) {
@@ -187,11 +195,12 @@ namespace {
 // short. A task that waits for what can no longer happen (nothing left to
 // wake it) is freed: its frame is destroyed, its destructors run.
 void finish_tasks() {
-    for (TaskBase* task : std::set<TaskBase*>(runtime.tasks))
+    // (A cancel only schedules: nobody leaves the list while we walk it.)
+    for (TaskBase* task = runtime.running; task; task = task->next_running)
         task->request_cancel();
-    while (!runtime.tasks.empty()) {
+    while (runtime.running) {
         const bool idle = uv_run(&runtime.loop, UV_RUN_ONCE) == 0 && runtime.ready.empty();
-        if (idle && !runtime.tasks.empty()) (*runtime.tasks.begin())->abandon();
+        if (idle && runtime.running) runtime.running->abandon();
     }
 }
 

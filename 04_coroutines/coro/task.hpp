@@ -18,7 +18,6 @@
 
 #include <exception>
 #include <functional>
-#include <list>
 #include <memory>
 #include <type_traits>
 #include <utility>
@@ -33,6 +32,7 @@ namespace detail {
 
 void track(TaskBase* task);  // run() cancels the tasks still running at its end
 void untrack(TaskBase* task);
+void cancel_group(const GroupState* group);                // each of its tasks still running
 void report_unretrieved(const std::exception_ptr& error);  // on stderr
 bool is_cancellation(const std::exception_ptr& error);
 
@@ -66,6 +66,8 @@ struct TaskState final : TaskBase {
         done = true;
         cancelled = is_cancellation(result.exception());
         untrack(this);
+        if (group && --group->running == 0) group->waiters.wake_all();
+        group.reset();
         awaiters.wake_all();
         for (auto& callback : std::exchange(done_callbacks, {}))
             callback();
@@ -128,6 +130,7 @@ class Task {
   private:
     template <typename U>
     friend Task<U> create_task(Coroutine<U> coroutine);
+    friend class TaskGroup;
     explicit Task(std::shared_ptr<detail::TaskState<T>> s) : s_(std::move(s)) {}
     std::shared_ptr<detail::TaskState<T>> s_;
 };
@@ -174,32 +177,21 @@ class TaskGroup {
     template <typename C>  // a Coroutine, or a callable that returns one
     auto create_task(C&& coroutine) {
         auto task = coro::create_task(std::forward<C>(coroutine));
-        auto it = s_->running.insert(s_->running.end(), [task]() mutable { task.cancel(); });
-        // Forget the task when it ends; wake wait() when the last one has.
-        task.add_done_callback([state = s_, it] {
-            state->running.erase(it);
-            if (state->running.empty()) state->waiters.wake_all();
-        });
+        task.s_->group = s_;  // it counts itself out when it ends (TaskState::finish)
+        ++s_->running;
         return task;
     }
-    std::size_t size() const { return s_->running.size(); }  // tasks not finished yet
-    void cancel() {
-        for (auto& cancel_one : s_->running)
-            cancel_one();
-    }
+    std::size_t size() const { return s_->running; }  // tasks not finished yet
+    void cancel() { detail::cancel_group(s_.get()); }
     // Returns once no task is left, those created meanwhile included. Cancellable.
     Coroutine<void> wait() {
         auto state = s_;  // the group may go while we wait
-        while (!state->running.empty())
+        while (state->running > 0)
             co_await state->waiters.wait();
     }
 
   private:
-    struct State {
-        std::list<std::function<void()>> running;  // how to cancel each
-        WaitList waiters;
-    };
-    std::shared_ptr<State> s_ = std::make_shared<State>();
+    std::shared_ptr<detail::GroupState> s_ = std::make_shared<detail::GroupState>();
 };
 
 // Runs the coroutines as tasks; their results, in order (a vector, or nothing

@@ -82,9 +82,19 @@ namespace detail {
 
 // What every task has, whatever its result: the cancel asked of it, and the
 // wait it is suspended in, which a cancel interrupts.
+// A TaskGroup's tasks: how many still run, and who waits for none to.
+struct GroupState {
+    std::size_t running = 0;
+    WaitList waiters;
+};
+
 struct TaskBase {
     bool cancel_requested = false, done = false;
     WaitList::Waiter* suspended_in = nullptr;
+    // run()'s list of the tasks still running goes through them: no node to
+    // allocate, and O(1) in and out.
+    TaskBase *prev_running = nullptr, *next_running = nullptr;
+    std::shared_ptr<GroupState> group;  // the TaskGroup it belongs to, if any
 
     virtual ~TaskBase() = default;
     void request_cancel();  // interrupts its wait; without one, its next wait throws

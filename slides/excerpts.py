@@ -62,6 +62,12 @@ def size_problems():
             problems.append(f"{path.relative_to(ROOT)}: no statement of the runtime's size")
         elif abs(int(m[1]) - actual) > actual / 10:
             problems.append(f"{path.relative_to(ROOT)}: says the runtime is {m[1]} lines; coro/ has {actual}")
+    # And coro/README.md's count of code lines (neither blank nor only a comment).
+    code = sum(1 for p in (ROOT / "04_coroutines/coro").glob("*.[ch]pp") for line in p.read_text().splitlines()
+               if not re.match(r"^\s*(//.*)?$", line))
+    m = re.search(r"([\d,]+) lines are code", (ROOT / "04_coroutines/coro/README.md").read_text())
+    if m is None or abs(int(m[1].replace(",", "")) - code) > code / 10:
+        problems.append(f"04_coroutines/coro/README.md: says {m[1] if m else 'nothing of'} code lines; coro/ has {code}")
     return problems
 
 

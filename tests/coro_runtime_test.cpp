@@ -478,6 +478,103 @@ TEST(Event, WakesEveryWaiter) {
     EXPECT_EQ(coro::run(main()), 2);
 }
 
+// ---------------------------------------------------------------------------
+// The libuv bridge: Future, Request, uv_loop -- what exercise 3 is built from
+
+// A libuv request whose callback sets a Future: the awaiting task gets the
+// result, and it is not resumed inside the callback (rule 2) -- it runs only
+// after the callback has returned.
+TEST(Bridge, ACallbackSetsAFutureAndTheTaskRunsAfterTheCallback) {
+    static std::string log;
+    log.clear();
+    auto main = []() -> Coroutine<int> {
+        using Work = coro::Request<uv_work_t, int>;
+        auto work = std::make_unique<Work>();
+        coro::Future<int> answer = work->future;
+        const int rc = uv_queue_work(
+            coro::uv_loop(), &work->req, [](uv_work_t*) {},
+            [](uv_work_t* req, int) {
+                auto done = Work::owner(req);
+                done->future.set_result(42);
+                log += "callback returns;";
+            });
+        if (rc != 0) throw std::runtime_error("uv_queue_work");
+        work.release();
+        const int got = co_await answer;
+        log += "task resumed;";
+        co_return got;
+    };
+    EXPECT_EQ(coro::run(main()), 42);
+    EXPECT_EQ(log, "callback returns;task resumed;");
+}
+
+TEST(Bridge, AFutureCarriesAnExceptionAndOnlyItsFirstResult) {
+    auto main = []() -> Coroutine<std::string> {
+        coro::Future<int> future;
+        auto setter = coro::create_task([future]() mutable -> Coroutine<void> {
+            future.set_exception(std::make_exception_ptr(std::runtime_error("no answer")));
+            future.set_result(1);  // too late: the first result counts
+            co_return;
+        });
+        co_await setter;
+        try {
+            co_await future;
+        } catch (const std::runtime_error& e) {
+            co_return e.what();
+        }
+        co_return "no exception";
+    };
+    EXPECT_EQ(coro::run(main()), "no answer");
+}
+
+// A callback that resumes a coroutine itself breaks rule 2: the task's next
+// wait says so with a logic_error, instead of running outside the loop's
+// bookkeeping (and crashing later).
+TEST(Bridge, ACoroutineResumedByACallbackIsStoppedAtItsNextWait) {
+    struct Direct {  // an awaiter that breaks the rule on purpose
+        uv_timer_t* timer;
+        bool await_ready() const noexcept { return false; }
+        void await_suspend(std::coroutine_handle<> h) {
+            timer->data = h.address();
+            uv_timer_start(
+                timer,
+                [](uv_timer_t* t) { std::coroutine_handle<>::from_address(t->data).resume(); }, 1,
+                0);
+        }
+        void await_resume() {}
+    };
+    auto main = []() -> Coroutine<std::string> {
+        auto* timer = new uv_timer_t;
+        uv_timer_init(coro::uv_loop(), timer);
+        std::string what = "no error";
+        try {
+            Direct direct{timer};
+            co_await direct;
+            co_await coro::sleep(1ms);  // a wait, outside any task
+        } catch (const std::logic_error& e) {
+            what = e.what();
+        }
+        uv_close(reinterpret_cast<uv_handle_t*>(timer),
+                 [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+        co_return what;
+    };
+    std::string result;
+    EXPECT_NO_THROW(result = coro::run(main()));
+    EXPECT_NE(result.find("resumed outside the loop's ready queue"), std::string::npos) << result;
+}
+
+TEST(TaskGroup, CreateTaskReturnsATaskWithItsResult) {
+    auto main = []() -> Coroutine<int> {
+        coro::TaskGroup group;
+        coro::Task<int> task = group.create_task(answer());
+        EXPECT_EQ(group.size(), 1u);
+        co_await group.wait();
+        EXPECT_EQ(group.size(), 0u);
+        co_return task.result();
+    };
+    EXPECT_EQ(coro::run(main()), 42);
+}
+
 TEST(Run, CancelsLeftoverTasksAndClosesForgottenHandles) {
     static bool leftover_cancelled = false;
     auto main = []() -> Coroutine<void> {

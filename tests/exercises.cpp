@@ -2,7 +2,7 @@
 // exercise -- that is the point -- so they are not part of the normal run:
 //
 //   ctest --test-dir build -L exercises            # all of them
-//   build/tests/exercises --gtest_filter='Exercise02*'
+//   build/tests/exercises --gtest_filter='Exercise02Poll.*'   # one exercise
 #include <gtest/gtest.h>
 
 #include <sys/resource.h>

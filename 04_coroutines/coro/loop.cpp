@@ -207,8 +207,12 @@ void finish_tasks() {
 // Close every handle left (a server nobody closed, say), so that no
 // descriptor outlives the run, and leave the runtime ready for the next.
 void close_loop() {
-    auto close = [](uv_handle_t* h, void*) { static_cast<Handle*>(h->data)->close(); };
-    uv_walk(&runtime.loop, close, nullptr);  // each of ours is a Handle
+    auto close = [](uv_handle_t* h, void*) {
+        // One already closing may be anybody's (its data is then not ours to
+        // read); every other one left open is one of our Handles.
+        if (!uv_is_closing(h)) static_cast<Handle*>(h->data)->close();
+    };
+    uv_walk(&runtime.loop, close, nullptr);
     uv_run(&runtime.loop, UV_RUN_DEFAULT);
     runtime.ready.clear();
     runtime.idle = nullptr;

@@ -191,6 +191,7 @@ void serve_client(Server& server, const std::shared_ptr<Client>& client) {
 // Bytes arrived: feed them to the decoder and handle every complete frame.
 // Returns false when the client broke the protocol and must be disconnected.
 bool on_readable(Server& server, Client& client, frame::Decoder& decoder, std::string_view bytes) {
+    const auto span = server.trace.span("on_readable", client.id);  // for --trace-json
     server.trace.read(client.id, bytes.size());
     decoder.feed(bytes);
     while (auto payload = decoder.next())
@@ -199,6 +200,7 @@ bool on_readable(Server& server, Client& client, frame::Decoder& decoder, std::s
 }
 
 void on_frame(Server& server, Client& from, const std::string& payload) {
+    const auto span = server.trace.span("on_frame", from.id);
     server.trace.frame(from.id, payload.size());
     // --work: a CPU-bound handler. It runs on the sender's own thread, so
     // frames from different clients are crunched in parallel, one per core.

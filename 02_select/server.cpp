@@ -153,6 +153,7 @@ void accept(Server& server) {
 // which may be half a header or many frames -- and go back to the loop, so one
 // busy client cannot starve the others.
 void on_readable(Server& server, Client& client) {
+    const auto span = server.trace.span("on_readable", client.id);  // for --trace-json
     char buffer[64 * 1024];
     ssize_t n = ::recv(client.fd.get(), buffer, sizeof buffer, 0);
     if (n < 0) {
@@ -187,6 +188,7 @@ void relay_frames(Server& server, Client& client) {
 }
 
 void on_frame(Server& server, Client& from, const std::string& payload) {
+    const auto span = server.trace.span("on_frame", from.id);
     server.trace.frame(from.id, payload.size());
     // --work: a CPU-bound handler. The one thread does it, so while it runs
     // the loop stands still: nobody else is read, written or accepted.
@@ -237,6 +239,7 @@ void pause_reading(Server& server, Client& sender, Client& receiver) {
 // select() said the socket can take more bytes. send() takes what fits --
 // possibly only part -- and the rest stays queued for next time.
 void on_writable(Server& server, Client& client) {
+    const auto span = server.trace.span("on_writable", client.id);
     std::string_view pending = client.output.pending();
     ssize_t n = net::send_some(client.fd.get(), pending);
     if (n < 0) {
@@ -347,6 +350,8 @@ void run(Server& server) {
         }
         if (server.stopping && server.clients.empty()) return;
 
+        // On --trace-json's timeline, the time in select() is the loop's idle time.
+        auto idle = server.trace.span("idle (select)", 0);
         // ANCHOR: select-call
         // Sleep until something is ready -- or until the next deadline: a
         // receiver's stall timeout, the end of the shutdown grace. (The talk's
@@ -358,6 +363,7 @@ void run(Server& server) {
         timeval timeout = to_timeval(wait.value_or(Clock::duration{}));
         int ready = ::select(max_fd + 1, &readable, &writable, nullptr, wait ? &timeout : nullptr);
         // ANCHOR_END: select-call
+        idle.end();
         if (ready < 0) {
             if (errno == EINTR) continue;  // interrupted (e.g. by a debugger): ask again
             throw std::runtime_error(fmt::format("select: {}", std::strerror(errno)));

@@ -83,6 +83,7 @@ struct Server {
     uv_signal_t sigint, sigterm;
     uv_timer_t stall_timer;  // runs check_stalled a few times per stall timeout
     uv_timer_t grace_timer;  // bounds the flush on shutdown
+    net::IdleSpans idle;     // --trace-json: the loop's waits, on the timeline
     std::vector<Client*> clients;
     int next_id = 1;
     bool stopping = false;
@@ -165,6 +166,7 @@ void on_readable(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
     Server& server = *client.server;
     if (nread == 0) return;  // nothing this time (libuv's EAGAIN)
     // ANCHOR_END: read-callback
+    const auto span = server.trace.span("on_readable", client.id);  // for --trace-json
     if (nread == UV_EOF) {
         uv_read_stop(stream);
         if (client.decoder.mid_frame()) {
@@ -199,6 +201,7 @@ void relay_frames(Server& server, Client& client) {
 }
 
 void on_frame(Server& server, Client& from, const std::string& payload) {
+    const auto span = server.trace.span("on_frame", from.id);
     server.trace.frame(from.id, payload.size());
     // --work: a CPU-bound handler. Done here, on the loop's one thread, it
     // stops the whole loop while it runs. With --offload it goes to libuv's
@@ -234,6 +237,7 @@ void on_work_done(uv_work_t* req, int) {
     std::unique_ptr<WorkRequest> request(static_cast<WorkRequest*>(req->data));
     Client& client = *request->client;
     Server& server = *client.server;
+    const auto span = server.trace.span("on_work_done", client.id);
     client.working = false;
     if (client.free_after_work) {  // closed while its frame was away
         delete &client;
@@ -319,6 +323,7 @@ void pause_reading(Server& server, Client& sender, Client& receiver) {
 void on_write_done(uv_write_t* req, int status) {
     Client& client = *static_cast<Client*>(req->data);  // alive: its close callback comes later
     Server& server = *client.server;
+    const auto span = server.trace.span("on_write_done", client.id);
     const std::size_t written = client.writing.size();
     client.writing.clear();
     // A burst may have grown it to megabytes: give that back, not keep it
@@ -433,7 +438,9 @@ void maybe_finish(Server& server) {
     for (auto* handle : {reinterpret_cast<uv_handle_t*>(&server.stall_timer),
                          reinterpret_cast<uv_handle_t*>(&server.grace_timer),
                          reinterpret_cast<uv_handle_t*>(&server.sigint),
-                         reinterpret_cast<uv_handle_t*>(&server.sigterm)}) {
+                         reinterpret_cast<uv_handle_t*>(&server.sigterm),
+                         reinterpret_cast<uv_handle_t*>(&server.idle.before_poll),
+                         reinterpret_cast<uv_handle_t*>(&server.idle.after_poll)}) {
         if (!uv_is_closing(handle)) uv_close(handle, nullptr);
     }
 }
@@ -477,6 +484,7 @@ int main(int argc, char** argv) {
     uv_timer_init(&server.loop, &server.stall_timer);
     server.stall_timer.data = &server;
     uv_timer_start(&server.stall_timer, check_stalled, check_every, check_every);
+    net::trace_idle(&server.loop, server.idle);
 
     net::announce_listening(net::local_of(&server.listener));
     log("mode: libuv, {}, senders paused past {} bytes pending, stall timeout {} ms",

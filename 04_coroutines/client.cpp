@@ -14,6 +14,7 @@
 #include "frame.hpp"
 #include "frame_reader.hpp"
 #include "log.hpp"
+#include "trace_steps.hpp"
 
 using coro::Coroutine;
 using logs::log;
@@ -115,6 +116,7 @@ int main(int argc, char** argv) {
         {.name = "04_coroutines/client", .summary = "chat client with C++20 coroutines"},
         {argv, static_cast<std::size_t>(argc)});
     logs::Trace trace(options.trace);
+    trace_steps::start();  // --trace-json: each task's steps on the timeline
     try {
         return coro::run(main_task(options, trace));
     } catch (const std::exception& e) {

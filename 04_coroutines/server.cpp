@@ -27,6 +27,7 @@
 #include "frame_reader.hpp"
 #include "log.hpp"
 #include "net.hpp"
+#include "trace_steps.hpp"
 #include "work.hpp"
 
 using coro::Coroutine;
@@ -135,6 +136,7 @@ Coroutine<void> offload_work(Server& server, Client& from, const std::string& pa
 
 // Relays (or echoes) one frame; returns the receivers it took over the mark.
 Receivers on_frame(Server& server, Client& from, const std::string& payload) {
+    const auto span = server.trace.span("on_frame", from.id);
     server.trace.frame(from.id, payload.size());
     // --work: a CPU-bound handler, on the loop's one thread: while it runs,
     // no other coroutine does. (With --offload, offload_work did it already.)
@@ -299,6 +301,7 @@ int main(int argc, char** argv) {
         {argv, static_cast<std::size_t>(argc)});
     server.trace = logs::Trace(server.options.trace);
     server.offload = server.options.extra.contains("--offload") && server.options.work.count() > 0;
+    trace_steps::start();  // --trace-json: each task's steps on the timeline
     try {
         // Like asyncio.run(): runs until serve() returns -- and serve() has
         // waited for every connection -- then closes every handle.

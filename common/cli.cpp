@@ -1,6 +1,7 @@
 #include "cli.hpp"
 
 #include "net.hpp"
+#include "trace_json.hpp"
 #include "work.hpp"
 
 #include <algorithm>
@@ -50,6 +51,8 @@ std::string server_usage(const Program& p) {
         "  --work MICROSECONDS  spend that much CPU on each frame before relaying it\n"
         "                    (a CPU-bound handler; default 0)\n"
         "  --trace           log every event (accept, read, frame, queue, write, close)\n"
+        "  --trace-json FILE the same events and how long each handler ran, as a\n"
+        "                    timeline (Chrome trace format: Perfetto, ./workshop trace)\n"
         "{3}"
         "  --help            show this help\n\n"
         "When ready it prints 'listening on HOST:PORT'. Ctrl-C stops it gracefully.\n\n"
@@ -67,6 +70,7 @@ std::string client_usage(const Program& p) {
         "  --host ADDR   server address (default 127.0.0.1)\n"
         "  --port N      server port (default 1234)\n"
         "  --trace       log every event on stderr\n"
+        "  --trace-json FILE  the same as a timeline (Chrome trace format)\n"
         "  --help        show this help\n\n"
         "Each line of standard input is sent as one frame; each frame received is\n"
         "printed as one line. At the end of input it exits once the server has it all.\n\n"
@@ -83,6 +87,16 @@ std::string client_usage(const Program& p) {
     fmt::print(stderr, "error: {}\nusage: {} [options]  ('{} --help' lists them)\n", problem, name,
                name);
     std::exit(2);
+}
+
+// --trace-json FILE: the file is opened now, so that a bad path is a usage
+// error rather than a surprise at the first event.
+void open_trace_json(const std::string& usage, std::string_view path, std::string_view program) {
+    try {
+        logs::json::open(std::string(path), program);
+    } catch (const std::exception& e) {
+        bad_usage(usage, fmt::format("--trace-json: {}", e.what()));
+    }
 }
 
 template <typename Int>
@@ -153,6 +167,8 @@ ServerOptions parse_server(const Program& program, std::span<char*> args) {
             o.echo = true;
         } else if (opt == "--trace") {
             o.trace = true;
+        } else if (opt == "--trace-json") {
+            open_trace_json(usage, value(), program.name);
         } else if (opt == "--mode" && !program.modes.empty()) {
             std::string_view v = value();
             bool known = false;
@@ -186,6 +202,8 @@ ClientOptions parse_client(const Program& program, std::span<char*> args) {
             o.port = *port;
         } else if (opt == "--trace") {
             o.trace = true;
+        } else if (opt == "--trace-json") {
+            open_trace_json(usage, value(), program.name);
         } else {
             return false;
         }

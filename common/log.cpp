@@ -23,6 +23,7 @@ double elapsed_ms() {
 
 void exit_now(std::size_t dropped_bytes) {
     log("second signal: exiting now, dropping {} bytes still queued", dropped_bytes);
+    json::close();  // what --trace-json recorded stays readable
     std::_Exit(1);  // no destructors, no waiting: that is what the user asked for
 }
 

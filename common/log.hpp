@@ -19,6 +19,9 @@
 // `pause`/`resume` is backpressure: we stop reading from client 1 because
 // client 2 has too much pending, and start again once it has drained.
 //
+// With --trace-json FILE the same events, and how long each handler ran, go
+// to FILE for a timeline viewer (see trace_json.hpp).
+//
 // The thread tag shows the concurrency model at work: 01 in threads mode spreads
 // events over many threads, 02-04 do everything on th0.
 #pragma once
@@ -27,8 +30,12 @@
 #include <cstdio>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
 
 #include <fmt/format.h>
+
+#include "trace_json.hpp"
 
 namespace logs {
 
@@ -48,6 +55,33 @@ void log(fmt::format_string<Args...> format, Args&&... args) {
     fmt::print(stderr, "{}\n", fmt::format(format, std::forward<Args>(args)...));
 }
 
+// A span on the JSON trace's timeline (--trace-json, common/trace_json.hpp):
+// from its construction to end() or its destructor, on this thread's track.
+// Without --trace-json it does nothing.
+class [[nodiscard]] Span {
+  public:
+    Span(std::string_view name, std::string args) {
+        if (!json::active()) return;
+        json::idle_end();  // a handler runs: the loop's wait is over
+        name_ = name;
+        args_ = std::move(args);
+        start_ = json::now_us();
+    }
+    Span(const Span&) = delete;
+    Span& operator=(const Span&) = delete;
+    ~Span() { end(); }
+    void end() {
+        if (start_ < 0) return;
+        json::span(name_, start_, json::now_us(), args_);
+        start_ = -1;
+    }
+
+  private:
+    std::string_view name_;  // a literal, in every use
+    std::string args_;
+    double start_ = -1;
+};
+
 class Trace {
   public:
     explicit Trace(bool enabled) : enabled_(enabled) {}
@@ -66,9 +100,11 @@ class Trace {
     void frame(int client, std::size_t length) const { emit("frame", client, "len", length); }
     void queue(int client, std::size_t bytes, std::size_t pending) const {
         emit("queue", client, "bytes", bytes, "pending", pending);
+        json::pending(client, pending);
     }
     void write(int client, std::size_t bytes, std::size_t pending) const {
         emit("write", client, "bytes", bytes, "pending", pending);
+        json::pending(client, pending);
     }
     // The client written to (a client's own output, for its trace lines).
     void write(int client, std::size_t bytes) const { emit("write", client, "bytes", bytes); }
@@ -80,11 +116,23 @@ class Trace {
     void work(int client, long long us) const { emit("work", client, "us", us); }
     void close(int client, std::string_view reason) const {
         emit("close", client, "reason", reason);
+        json::pending(client, 0);
+    }
+
+    // A handler's run, as a span on the JSON timeline: `name` is the
+    // function's, `client` the one it serves (0: none in particular).
+    Span span(std::string_view name, int client) const {
+        return Span(name, json::active() ? args(client) : std::string());
     }
 
   private:
     template <typename Value>
     void emit(std::string_view event, int client, std::string_view key, const Value& value) const {
+        if (json::active()) {
+            json::instant(event, key.empty() ? args(client)
+                                             : fmt::format("{},{}:{}", args(client),
+                                                           json::quote(key), json_value(value)));
+        }
         if (!enabled_) return;
         const std::string field = key.empty() ? "" : fmt::format(" {}={}", key, value);
         fmt::print(stderr, "[trace {:10.3f}ms th{}] {:<7} {}{}\n", elapsed_ms(), thread_number(),
@@ -93,6 +141,11 @@ class Trace {
     template <typename Value, typename Second>
     void emit(std::string_view event, int client, std::string_view key, const Value& value,
               std::string_view key2, const Second& value2) const {
+        if (json::active()) {
+            json::instant(event,
+                          fmt::format("{},{}:{},{}:{}", args(client), json::quote(key),
+                                      json_value(value), json::quote(key2), json_value(value2)));
+        }
         if (!enabled_) return;
         fmt::print(stderr, "[trace {:10.3f}ms th{}] {:<7} {} {}={} {}={}\n", elapsed_ms(),
                    thread_number(), event, who(client), key, value, key2, value2);
@@ -100,6 +153,19 @@ class Trace {
     std::string who(int client) const {
         return connection_.empty() ? fmt::format("client={}", client)
                                    : fmt::format("conn={}", connection_);
+    }
+    // The JSON event's args: the client served, or a client's own connection.
+    std::string args(int client) const {
+        return connection_.empty() ? fmt::format("\"client\":{}", client)
+                                   : fmt::format("\"conn\":{}", json::quote(connection_));
+    }
+    template <typename Value>
+    static std::string json_value(const Value& value) {
+        if constexpr (std::is_arithmetic_v<Value>) {
+            return fmt::format("{}", value);
+        } else {
+            return json::quote(value);
+        }
     }
     bool enabled_;
     std::string connection_;  // a client's own local address, once connected

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "net.hpp"
+#include "trace_json.hpp"
 
 namespace net {
 
@@ -37,6 +38,17 @@ void listen_uv(uv_tcp_t* listener, const std::string& host, std::uint16_t port,
             fmt::format("cannot listen on {}: {}",
                         format_address(reinterpret_cast<const sockaddr*>(&addr)), uv_strerror(rc)));
     }
+}
+
+void trace_idle(uv_loop_t* loop, IdleSpans& spans) {
+    uv_prepare_init(loop, &spans.before_poll);
+    uv_check_init(loop, &spans.after_poll);
+    uv_unref(reinterpret_cast<uv_handle_t*>(&spans.before_poll));
+    uv_unref(reinterpret_cast<uv_handle_t*>(&spans.after_poll));
+    if (!logs::json::active()) return;
+    uv_prepare_start(&spans.before_poll,
+                     [](uv_prepare_t*) { logs::json::idle_begin("idle (libuv poll)"); });
+    uv_check_start(&spans.after_poll, [](uv_check_t*) { logs::json::idle_end(); });
 }
 
 }  // namespace net

@@ -18,4 +18,16 @@ std::string local_of(const uv_tcp_t* handle);
 void listen_uv(uv_tcp_t* listener, const std::string& host, std::uint16_t port,
                uv_connection_cb on_connection);
 
+// --trace-json (common/trace_json.hpp): the loop's idle time, as one span per
+// wait, from just before libuv polls for I/O (uv_prepare) to the first
+// callback it runs (or to uv_check, right after the poll). Both handles are
+// unreferenced, so they never keep the loop alive; like every handle they
+// must be closed before uv_loop_close.
+struct IdleSpans {
+    uv_prepare_t before_poll;
+    uv_check_t after_poll;
+};
+// Initialises both handles; starts them only with --trace-json.
+void trace_idle(uv_loop_t* loop, IdleSpans& spans);
+
 }  // namespace net

@@ -1,5 +1,7 @@
 #include "work.hpp"
 
+#include "log.hpp"
+
 #include <array>
 #include <atomic>
 
@@ -56,6 +58,10 @@ void calibrate() {
 }
 
 std::uint64_t crunch(std::string_view payload, std::chrono::microseconds duration) {
+    // On the JSON trace's timeline: a span on the track of whichever thread
+    // does the work (the loop's, or a pool thread's with --offload).
+    const logs::Span span(
+        "work", logs::json::active() ? fmt::format("\"bytes\":{}", payload.size()) : std::string());
     const auto rounds = static_cast<std::uint64_t>(rounds_per_microsecond() *
                                                    static_cast<double>(duration.count()));
     return mix(block_of(payload), rounds);

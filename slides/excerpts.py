@@ -41,7 +41,7 @@ MAX_LINES = 12  # an excerpt is the heart of a thing, not a file
 #   <!-- end include -->
 INCLUDE = re.compile(r"<!-- include: (?P<file>[^#\s]+)#(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- end include -->", re.S)
 MD_ANCHOR = re.compile(r"^<!-- ANCHOR(?P<end>_END)?: (?P<name>[\w-]+) -->$")
-INCLUDED = ["bench/results/bench.md"]
+INCLUDED = ["bench/results/bench.md", "slides/data/01-work.md"]
 
 # What the decks and the stage README say the runtime weighs must stay
 # within 10% of what coro/ holds (comments included).

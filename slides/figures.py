@@ -6,7 +6,7 @@
 The charts take their numbers from the measurements, never from this file:
   bench/results/bench.md     idle connections, the stalled receiver, a CPU-bound
                              handler (all from `./workshop bench`)
-  slides/data/trace-*.txt    the timeline (slides/trace_run.py)
+  slides/data/0?-work.json   the timeline (slides/trace_run.py: ./workshop trace's runs)
 The diagrams (the event loop, the callback flow, a coroutine suspending) are
 drawn here too, so that both languages share one layout. Every label is 20
 units or more in a picture the slides show at 1:1 or larger (the event loop,
@@ -15,6 +15,7 @@ least), with no two labels overlapping. No label crosses an arrow either:
 the test does not check that, so look at the screenshots. Numbers follow the
 language: 2,048.5 in English, 2048,5 in Spanish.
 """
+import json
 import re
 from html import escape
 from pathlib import Path
@@ -49,7 +50,7 @@ T = {
         "co": ["handle_connection (one per client)", "event loop (libuv)", "co_await frames.next()",
                "suspends: back to the loop", "bytes arrived:", "resume here", "co_await again",
                "other clients' callbacks and coroutines run here"],
-        "tl_title": "Two clients, three frames each, --work on every frame: measured with --trace",
+        "tl_title": "Two clients, three frames each, 20 ms of --work per frame (./workshop trace)",
         "tl_01": "01 threads: a thread per client, both frames in progress at once",
         "tl_02": "02 select: one thread, the frames wait in line",
         "tl_axis": "ms since the first frame",
@@ -79,7 +80,7 @@ T = {
         "co": ["handle_connection (una por cliente)", "bucle de eventos (libuv)", "co_await frames.next()",
                "se suspende: vuelve al bucle", "llegaron bytes:", "se reanuda aquí", "co_await otra vez",
                "aquí corren los callbacks y corrutinas de otros clientes"],
-        "tl_title": "Dos clientes, tres tramas cada uno, --work en cada trama: medido con --trace",
+        "tl_title": "Dos clientes, tres tramas cada uno, 20 ms de --work por trama (./workshop trace)",
         "tl_01": "01 hilos: un hilo por cliente, las dos tramas en curso a la vez",
         "tl_02": "02 select: un hilo, las tramas esperan en fila",
         "tl_axis": "ms desde la primera trama",
@@ -244,21 +245,23 @@ def coroutine(t):
 
 
 def timeline(t):
+    # The runs of `./workshop trace 01 work` and `02 work` (slides/trace_run.py):
+    # each work span, on its thread's row, coloured by the client whose frame
+    # it is (the on_frame span around it says which). Each run's clock starts
+    # at its own first frame.
     lanes = []
-    for name, title in [("trace-01.txt", t["tl_01"]), ("trace-02.txt", t["tl_02"])]:
-        spans, start = [], {}
-        for line in (ROOT / "slides/data" / name).read_text().splitlines():
-            m = re.match(r"\[trace\s+([\d.]+)ms (th\d+)\] (\w+)\s+client=(\d+)", line)
-            if not m:
-                continue
-            ms, th, what, client = float(m[1]), m[2], m[3], int(m[4])
-            if what == "frame":
-                start[(th, client)] = ms
-            elif what == "work" and (th, client) in start:
-                spans.append((th, client, start.pop((th, client)), ms))
+    for name, title in [("01-work.json", t["tl_01"]), ("02-work.json", t["tl_02"])]:
+        events = json.loads((ROOT / "slides/data" / name).read_text())
+        frames = [e for e in events if e.get("ph") == "X" and e["name"] == "on_frame"]
+        t0 = min(e["ts"] for e in frames) / 1000
+        spans = []
+        for w in (e for e in events if e.get("ph") == "X" and e["name"] == "work"):
+            owner = next(f for f in frames if f["tid"] == w["tid"] and f["ts"] <= w["ts"] <= f["ts"] + f["dur"])
+            spans.append((f'th{w["tid"]}', owner["args"]["client"], w["ts"] / 1000 - t0,
+                          (w["ts"] + w["dur"]) / 1000 - t0))
         lanes.append((title, spans))
-    t0 = min(s[2] for _, spans in lanes for s in spans)
-    end = max(s[3] for _, spans in lanes for s in spans) - t0
+    t0 = 0
+    end = max(s[3] for _, spans in lanes for s in spans)
     left, width = 120, 1160
     scale = (width - left - 30) / end
     colours = {1: COLOURS["ours"], 2: COLOURS["python"]}

@@ -1,58 +1,34 @@
 #!/usr/bin/env python3
-"""Records the traces the timeline slide draws: two clients, three frames
-each, against a server that spends --work on every frame.
+"""Records the traces the timeline slide draws, with the recorder a learner
+uses (trace/record.py, scenario `work`: two clients, three frames each, 20 ms
+of CPU per frame), against stage 01 (a thread per client) and stage 02 (one
+thread, select()):
 
-    python3 slides/trace_run.py    # writes slides/data/trace-01.txt, trace-02.txt
+    python3 slides/trace_run.py    # writes slides/data/01-work.json, 02-work.json (and .txt)
+    python3 slides/figures.py && python3 slides/excerpts.py --update   # then the decks
 
-Stage 01 (a thread per client) and stage 02 (one thread, select()) with
---echo --work 20000 --trace, from the built binaries in build/.
+The .json files are what `./workshop trace 01 work` writes (slides/figures.py
+draws the slide from them); the .txt files are the same runs' --trace lines,
+for the backup slide (01-work.md: the lines it quotes).
 """
-import socket
-import struct
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNS = {
-    "trace-01.txt": ["build/01_blocking/server", "--mode", "threads"],
-    "trace-02.txt": ["build/02_select/server"],
-}
-
-
-def client(port):
-    s = socket.create_connection(("127.0.0.1", port))
-    for _ in range(3):
-        s.sendall(struct.pack(">I", 5) + b"hello")
-    got = b""
-    while len(got) < 27:
-        chunk = s.recv(100)
-        if not chunk:
-            break
-        got += chunk
-    s.close()
-
-
-def record(name, cmd):
-    server = subprocess.Popen([str(ROOT / cmd[0]), *cmd[1:], "--port", "0", "--echo", "--work", "20000",
-                               "--trace"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = server.stdout.readline()
-    port = int(line.rsplit(":", 1)[1])
-    threads = [threading.Thread(target=client, args=(port,)) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    time.sleep(0.2)
-    server.terminate()
-    _, err = server.communicate(timeout=10)
-    trace = "".join(l + "\n" for l in err.splitlines() if l.startswith("[trace"))
-    (ROOT / "slides/data" / name).write_text(trace)
-    print(f"slides/data/{name}: {trace.count(chr(10))} lines", file=sys.stderr)
-
+sys.path.insert(0, str(ROOT / "trace"))
+import record  # noqa: E402
 
 if __name__ == "__main__":
-    for name, cmd in RUNS.items():
-        record(name, cmd)
+    for stage in ("01", "02"):
+        path, events, _ = record.record(stage, "work", ROOT / "build", ROOT / "slides/data", text=True)
+        bad = record.problems(events)
+        if bad:
+            raise SystemExit(f"{path}: {bad[0]}")
+        print(f"{path.relative_to(ROOT)}: {len(events)} events", file=sys.stderr)
+    # The backup slide's lines: 01's first two frames and their work, by
+    # two threads at once (slides/excerpts.py --update puts them in the decks).
+    lines = (ROOT / "slides/data/01-work.txt").read_text().splitlines()
+    frames = [l for l in lines if "] frame " in l][:2]
+    works = [l for l in lines if "] work " in l][:2]
+    (ROOT / "slides/data/01-work.md").write_text(
+        "<!-- ANCHOR: backup -->\n```text\n" + "\n".join(frames + works) + "\n```\n<!-- ANCHOR_END: backup -->\n")

@@ -6,10 +6,12 @@
 #include <atomic>
 #include <coroutine>
 #include <csignal>
+#include <cstdint>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "coro/loop.hpp"
@@ -1037,6 +1039,34 @@ TEST(Streams, SmallWritesToAStalledPeerShareOneWriteRequest) {
         co_return std::to_string(buffered == written) + " " + std::to_string(requests);
     });
     EXPECT_EQ(result, "1 1");
+}
+
+// The hook a trace uses (stage 04's --trace-json): every step of every task,
+// numbered from main's 1, begun and ended in turn; and the loop's waits.
+std::vector<std::pair<bool, std::uint64_t>> observed_steps;
+int observed_waits = 0;
+
+TEST(Observe, SeesEveryStepOfEveryTaskAndTheLoopsWaits) {
+    observed_steps.clear();
+    observed_waits = 0;
+    coro::observe(
+        {.step = [](bool begin, std::uint64_t task) { observed_steps.emplace_back(begin, task); },
+         .wait =
+             [](bool begin) {
+                 if (begin) ++observed_waits;
+             }});
+    auto main = []() -> Coroutine<void> {
+        auto child = coro::create_task(coro::sleep(1ms));  // task 2
+        co_await child;
+    };
+    coro::run(main());
+    coro::observe({});
+    // main: its start, and its return once the child is done; the child:
+    // its start, and its return once the timer has fired.
+    const std::vector<std::pair<bool, std::uint64_t>> expected = {
+        {true, 1}, {false, 1}, {true, 2}, {false, 2}, {true, 2}, {false, 2}, {true, 1}, {false, 1}};
+    EXPECT_EQ(observed_steps, expected);
+    EXPECT_GE(observed_waits, 1);  // for the timer, at least
 }
 
 }  // namespace

@@ -24,6 +24,8 @@ struct Runtime {
     std::deque<Ready> ready;              // to resume on the loop's next turn
     detail::Handle* idle = nullptr;       // active while `ready` is not empty
     detail::TaskBase* running = nullptr;  // every task still running, linked through them
+    std::uint64_t tasks_created = 0;
+    LoopObserver observer;
 };
 thread_local Runtime runtime;
 
@@ -33,7 +35,10 @@ thread_local Runtime runtime;
 void on_idle(uv_idle_t*) {
     for (Ready& r : std::exchange(runtime.ready, {})) {
         detail::TaskBase* saved = std::exchange(runtime.current, r.task);
+        const std::uint64_t task = r.task ? r.task->number : 0;  // (it may end in its step)
+        if (runtime.observer.step) runtime.observer.step(true, task);
         r.handle.resume();  // runs the task until its next suspension
+        if (runtime.observer.step) runtime.observer.step(false, task);
         runtime.current = saved;
     }
     if (runtime.ready.empty()) uv_idle_stop(&runtime.idle->uv.idle);
@@ -41,6 +46,10 @@ void on_idle(uv_idle_t*) {
 // ANCHOR_END: ready-queue
 
 }  // namespace
+
+void observe(LoopObserver observer) {
+    runtime.observer = observer;
+}
 
 uv_loop_t* uv_loop() {
     if (!runtime.open) throw std::logic_error("coro: called outside coro::run (no loop)");
@@ -60,6 +69,7 @@ void schedule(std::coroutine_handle<> h, TaskBase* task) {
 
 void track(TaskBase* task) {
     (void)uv_loop();  // outside run(): logic_error
+    task->number = ++runtime.tasks_created;
     task->next_running = std::exchange(runtime.running, task);
     if (task->next_running) task->next_running->prev_running = task;
 }
@@ -185,8 +195,21 @@ void open_loop() {
     if (runtime.open) throw std::logic_error("coro::run is already running");
     uv_loop_init(&runtime.loop);
     runtime.open = true;
+    runtime.tasks_created = 0;  // main is task 1
     runtime.idle = new Handle;
     uv_idle_init(&runtime.loop, &runtime.idle->uv.idle);
+    if (runtime.observer.wait) {
+        // Just before libuv polls for I/O, and just after. Unreferenced: they
+        // never keep the loop alive; close_loop closes them with the rest.
+        auto* before = new Handle;
+        uv_prepare_init(&runtime.loop, &before->uv.prepare);
+        uv_prepare_start(&before->uv.prepare, [](uv_prepare_t*) { runtime.observer.wait(true); });
+        uv_unref(&before->uv.handle);
+        auto* after = new Handle;
+        uv_check_init(&runtime.loop, &after->uv.check);
+        uv_check_start(&after->uv.check, [](uv_check_t*) { runtime.observer.wait(false); });
+        uv_unref(&after->uv.handle);
+    }
 }
 
 namespace {

@@ -7,11 +7,13 @@
 //                          has cleaned up from its cancellation
 //   to_thread(fn)          asyncio.to_thread: fn() on libuv's thread pool
 //   SignalWatch            loop.add_signal_handler, as an awaitable
+//   observe(observer)      for a tool that watches the loop (a trace)
 //
 // Reading path, step 3 (README.md): the ready queue, and the loop's turn.
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <stdexcept>
 #include <type_traits>
@@ -61,6 +63,17 @@ T run(Coroutine<T> main) {
     detail::run_loop([&] { return task.done(); });
     return task.result();
 }
+
+// For a tool that watches the loop, such as stage 04's --trace-json: called
+// around each step of a task -- from the loop resuming it to its next
+// suspension -- and around each of the loop's waits for I/O. Tasks are
+// numbered in the order they were created, from 1 (run()'s main) in each
+// run. Set it before run(); observe({}) stops it.
+struct LoopObserver {
+    void (*step)(bool begin, std::uint64_t task) = nullptr;
+    void (*wait)(bool begin) = nullptr;
+};
+void observe(LoopObserver observer);
 
 // Suspends the calling task for `delay`. Cancellable.
 Coroutine<void> sleep(std::chrono::milliseconds delay);

@@ -95,6 +95,7 @@ struct TaskBase {
     // allocate, and O(1) in and out.
     TaskBase *prev_running = nullptr, *next_running = nullptr;
     std::shared_ptr<GroupState> group;  // the TaskGroup it belongs to, if any
+    std::uint64_t number = 0;           // 1, 2, 3... in the order of creation
 
     virtual ~TaskBase() = default;
     void request_cancel();  // interrupts its wait; without one, its next wait throws

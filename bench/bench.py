@@ -18,6 +18,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -241,6 +242,36 @@ def run_cpu_bound(found, build, frames, progress):
     return cpu
 
 
+TRACED = ["02_select", "03_libuv", "04_coro"]  # the event loops --trace-json records
+
+
+def run_trace_cost(found, build, rounds, warmup, duration, progress):
+    """What recording the loop costs: server CPU per echo message (100 x 64 B)
+    with --trace-json off and on, one after the other in each round."""
+    cost = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = Path(tmp) / "trace.json"
+        for round_ in range(rounds):
+            for name in (n for n in TRACED if n in found):
+                for mode in ("off", "on"):
+                    progress.step(f"round {round_ + 1}: --trace-json {mode}: {name}")
+                    extra = ["--echo"] + (["--trace-json", str(trace)] if mode == "on" else [])
+                    proc, port = start(found[name], extra)
+                    before = cpu_seconds(proc.pid)
+                    r = loadgen(build, port, "--mode", "echo", "--connections", 100, "--size", 64,
+                                "--warmup", warmup, "--duration", duration)
+                    if r.get("ok") and r["msgs_per_s"] > 0:
+                        used = cpu_seconds(proc.pid) - before
+                        r["cpu_us_per_msg"] = used / (r["msgs_per_s"] * (warmup + duration)) * 1e6
+                    stop(proc)
+                    if mode == "on" and trace.exists():
+                        if r.get("cpu_us_per_msg"):
+                            r["trace_bytes_per_msg"] = trace.stat().st_size / (r["msgs_per_s"] * (warmup + duration))
+                        trace.unlink()
+                    cost.setdefault(name, {}).setdefault(mode, []).append(r)
+    return cost
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a short run: a taste, no verdicts")
@@ -248,7 +279,7 @@ def main():
     parser.add_argument("--out", help="where to write (default bench/results, or bench/results/quick)")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--report", action="store_true", help="only rewrite the tables and plots from raw.json")
-    parser.add_argument("--only", choices=["cpu", "slow"],
+    parser.add_argument("--only", choices=["cpu", "slow", "trace"],
                         help="run one workload again and merge it into the existing raw.json")
     args = parser.parse_args()
     # A quick run never overwrites the full results that the slides show.
@@ -277,6 +308,9 @@ def main():
         if args.only == "cpu":
             cpu = run_cpu_bound(found, args.build, cpu_frames, Progress(12))
             raw["cpu_bound"] = [[list(k), v] for k, v in cpu.items()]
+        elif args.only == "trace":
+            raw["trace_cost"] = run_trace_cost(found, args.build, rounds, warmup, duration,
+                                               Progress(2 * rounds * len(TRACED)))
         else:
             raw["slow"] = run_slow_reader(found, args.build, slow_mb, Progress(2 * rounds * len(found) + 2 * len(SMALL_FRAMES_FOR)),
                                           rounds)
@@ -296,7 +330,8 @@ def main():
     echo = {}     # (name, conns, size) -> [results]
     fanout = {}   # (name, receivers) -> [results]
     notes = dict(skipped)
-    total = rounds * len(found) * (len(echo_cases) + len(fanout_cases)) + 2 * rounds * len(found) + 2 * len(SMALL_FRAMES_FOR) + 12
+    total = (rounds * len(found) * (len(echo_cases) + len(fanout_cases)) + 2 * rounds * len(found)
+             + 2 * len(SMALL_FRAMES_FOR) + 12 + 2 * rounds * len(TRACED))
     progress = Progress(total)
 
     for round_ in range(rounds):
@@ -336,6 +371,8 @@ def main():
 
     cpu = run_cpu_bound(found, args.build, cpu_frames, progress)
 
+    trace_cost = run_trace_cost(found, args.build, rounds, warmup, duration, progress)
+
     capacity = {}
     for name, command in found.items():
         progress.step(f"capacity up to {capacity_max} idle connections: {name}")
@@ -348,7 +385,7 @@ def main():
     print(file=sys.stderr)
 
     raw = dict(names=list(found), notes=notes, echo=echo, fanout=fanout, capacity=capacity, slow=slow,
-               cpu_bound=[[list(k), v] for k, v in cpu.items()],
+               cpu_bound=[[list(k), v] for k, v in cpu.items()], trace_cost=trace_cost,
                slow_mb=slow_mb, echo_cases=echo_cases, fanout_cases=fanout_cases, rounds=rounds,
                quick=args.quick, machine=machine())
     save_raw(out / "raw.json", raw)
@@ -385,7 +422,7 @@ def fmt_rate(v):
 
 
 def write_results(out, names, notes, echo, fanout, capacity, slow, slow_mb, echo_cases, fanout_cases,
-                  rounds, quick, machine, cpu_bound=None):
+                  rounds, quick, machine, cpu_bound=None, trace_cost=None):
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Benchmark results{' (quick run)' if quick else ''}", "",
              f"One run, {machine['date']}: {machine['cpu']}, {machine['cpus']} CPUs, "
@@ -566,6 +603,26 @@ def write_results(out, names, notes, echo, fanout, capacity, slow, slow_mb, echo
                         p99.append("NaN")
                 lines.append(f"| {config} | " + " | ".join(cells) + " |")
                 dat.write(f"{config} {' '.join(p99)}\n")
+
+    # What --trace-json costs.
+    if trace_cost:
+        lines += ["", "## Recording the loop: --trace-json", "",
+                  "Echo, 100 connections x 64 B: server CPU per message with --trace-json off and "
+                  "on, one after the other in each round (medians; the rounds' spread in brackets).", "",
+                  "| server | off (us/msg) | on (us/msg) | on / off | trace written per message |",
+                  "|---|---|---|---|---|"]
+        for name, modes in trace_cost.items():
+            off = [r["cpu_us_per_msg"] for r in modes.get("off", []) if "cpu_us_per_msg" in r]
+            on = [r for r in modes.get("on", []) if "cpu_us_per_msg" in r]
+            if not off or not on:
+                lines.append(f"| {name} | -- | -- | -- | -- |")
+                continue
+            per_msg = [r["trace_bytes_per_msg"] for r in on if r.get("trace_bytes_per_msg")]
+            ratios = [o["cpu_us_per_msg"] / f for o, f in zip(on, off)]
+            lines.append(f"| {name} | {statistics.median(off):.1f} | "
+                         f"{statistics.median(r['cpu_us_per_msg'] for r in on):.1f} | "
+                         f"{statistics.median(ratios):.2f}x [{min(ratios):.2f}-{max(ratios):.2f}] | "
+                         + (f"{statistics.median(per_msg):.0f} B |" if per_msg else "-- |"))
 
     # Capacity.
     lines += ["", "## Idle connections: server memory", "",

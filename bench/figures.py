@@ -302,6 +302,22 @@ def figures(raw):
                 for p in ("p50", "p99"):
                     f[f"work.{group}.{cores}core.{p}"] = span([r[f"{p}_ms"] for r in got], lambda v: f"{v:.1f}") + " ms"
 
+    # What --trace-json costs: CPU per echo message on against off, per round.
+    medians, written = [], []
+    for name, modes in (raw.get("trace_cost") or {}).items():
+        pairs = [(on["cpu_us_per_msg"], off["cpu_us_per_msg"]) for on, off in zip(modes.get("on", []), modes.get("off", []))
+                 if on.get("cpu_us_per_msg") and off.get("cpu_us_per_msg")]
+        if pairs:
+            m = statistics.median(on / off for on, off in pairs)
+            medians.append(m)
+            f[f"trace-cost.{name}"] = f"{m:.2f}x"
+            f[f"trace-cost.{name}.rounds"] = span([on / off for on, off in pairs], lambda v: f"{v:.2f}") + "x"
+        written += [r["trace_bytes_per_msg"] for r in modes.get("on", []) if r.get("trace_bytes_per_msg")]
+    if medians:
+        f["trace-cost.range"] = span(medians, lambda v: f"{v:.2f}") + "x"
+    if written:
+        f["trace-cost.bytes"] = span(written, lambda v: f"{v:,.0f}") + " B"
+
     f["goals"] = goal_table(raw, f)
     return f
 
@@ -346,7 +362,7 @@ def goal_table(raw, f):
     if pts:
         row("04's server CPU per echo message within 3% of 03's (64 B; 10, 100, 1000 connections)",
             ", ".join(f"{c}: {v:.2f}x" for c, v in pts), all(v <= 1.03 for _, v in pts))
-    for name, goal, label in (("03_libuv", 1024, "1 KiB"), ("04_coro", 2048, "2 KiB")):
+    for name, goal, label in (("03_libuv", 1024, "1 KiB"), ("04_coro", 1024, "1 KiB")):
         per, held = idle_bytes(raw["capacity"], name)
         if per is not None:
             row(f"{name}: under {label} of server memory per idle connection",

@@ -247,16 +247,23 @@ TRACED = ["02_select", "03_libuv", "04_coro"]  # the event loops --trace-json re
 
 def run_trace_cost(found, build, rounds, warmup, duration, progress):
     """What recording the loop costs: server CPU per echo message (100 x 64 B)
-    with --trace-json off and on, one after the other in each round."""
+    with --trace-json on, off, and not compiled in at all (the release-notrace
+    build), one after the other in each round."""
     cost = {}
+    notrace = Path(f"{build}-notrace")
     with tempfile.TemporaryDirectory() as tmp:
         trace = Path(tmp) / "trace.json"
         for round_ in range(rounds):
             for name in (n for n in TRACED if n in found):
-                for mode in ("off", "on"):
+                for mode in ("none", "off", "on"):
+                    command = found[name]
+                    if mode == "none":
+                        command = [c.replace(str(build), str(notrace), 1) for c in command]
+                        if not Path(command[0]).exists():
+                            continue  # not built: no baseline
                     progress.step(f"round {round_ + 1}: --trace-json {mode}: {name}")
                     extra = ["--echo"] + (["--trace-json", str(trace)] if mode == "on" else [])
-                    proc, port = start(found[name], extra)
+                    proc, port = start(command, extra)
                     before = cpu_seconds(proc.pid)
                     r = loadgen(build, port, "--mode", "echo", "--connections", 100, "--size", 64,
                                 "--warmup", warmup, "--duration", duration)
@@ -310,7 +317,7 @@ def main():
             raw["cpu_bound"] = [[list(k), v] for k, v in cpu.items()]
         elif args.only == "trace":
             raw["trace_cost"] = run_trace_cost(found, args.build, rounds, warmup, duration,
-                                               Progress(2 * rounds * len(TRACED)))
+                                               Progress(3 * rounds * len(TRACED)))
         else:
             raw["slow"] = run_slow_reader(found, args.build, slow_mb, Progress(2 * rounds * len(found) + 2 * len(SMALL_FRAMES_FOR)),
                                           rounds)
@@ -331,7 +338,7 @@ def main():
     fanout = {}   # (name, receivers) -> [results]
     notes = dict(skipped)
     total = (rounds * len(found) * (len(echo_cases) + len(fanout_cases)) + 2 * rounds * len(found)
-             + 2 * len(SMALL_FRAMES_FOR) + 12 + 2 * rounds * len(TRACED))
+             + 2 * len(SMALL_FRAMES_FOR) + 12 + 3 * rounds * len(TRACED))
     progress = Progress(total)
 
     for round_ in range(rounds):
@@ -607,22 +614,30 @@ def write_results(out, names, notes, echo, fanout, capacity, slow, slow_mb, echo
     # What --trace-json costs.
     if trace_cost:
         lines += ["", "## Recording the loop: --trace-json", "",
-                  "Echo, 100 connections x 64 B: server CPU per message with --trace-json off and "
-                  "on, one after the other in each round (medians; the rounds' spread in brackets).", "",
-                  "| server | off (us/msg) | on (us/msg) | on / off | trace written per message |",
-                  "|---|---|---|---|---|"]
+                  "Echo, 100 connections x 64 B: server CPU per message built without --trace-json "
+                  "(release-notrace), built with it but off, and on -- one after the other in each "
+                  "round (medians; the rounds' spread in brackets).", "",
+                  "| server | not built in (us/msg) | off (us/msg) | on (us/msg) | off / not built in "
+                  "| on / off | trace written per message |",
+                  "|---|---|---|---|---|---|---|"]
+
+        def cells(mine, base):
+            pairs = [(m["cpu_us_per_msg"], b["cpu_us_per_msg"]) for m, b in zip(mine, base)
+                     if m.get("cpu_us_per_msg") and b.get("cpu_us_per_msg")]
+            if not pairs:
+                return "--"
+            ratios = [m / b for m, b in pairs]
+            return f"{statistics.median(ratios):.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]"
+
+        def cpu_of(runs):
+            values = [r["cpu_us_per_msg"] for r in runs if r.get("cpu_us_per_msg")]
+            return f"{statistics.median(values):.1f}" if values else "--"
+
         for name, modes in trace_cost.items():
-            off = [r["cpu_us_per_msg"] for r in modes.get("off", []) if "cpu_us_per_msg" in r]
-            on = [r for r in modes.get("on", []) if "cpu_us_per_msg" in r]
-            if not off or not on:
-                lines.append(f"| {name} | -- | -- | -- | -- |")
-                continue
+            none, off, on = modes.get("none", []), modes.get("off", []), modes.get("on", [])
             per_msg = [r["trace_bytes_per_msg"] for r in on if r.get("trace_bytes_per_msg")]
-            ratios = [o["cpu_us_per_msg"] / f for o, f in zip(on, off)]
-            lines.append(f"| {name} | {statistics.median(off):.1f} | "
-                         f"{statistics.median(r['cpu_us_per_msg'] for r in on):.1f} | "
-                         f"{statistics.median(ratios):.2f}x [{min(ratios):.2f}-{max(ratios):.2f}] | "
-                         + (f"{statistics.median(per_msg):.0f} B |" if per_msg else "-- |"))
+            lines.append(f"| {name} | {cpu_of(none)} | {cpu_of(off)} | {cpu_of(on)} | {cells(off, none)} | "
+                         f"{cells(on, off)} | " + (f"{statistics.median(per_msg):.0f} B |" if per_msg else "-- |"))
 
     # Capacity.
     lines += ["", "## Idle connections: server memory", "",

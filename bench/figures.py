@@ -302,19 +302,23 @@ def figures(raw):
                 for p in ("p50", "p99"):
                     f[f"work.{group}.{cores}core.{p}"] = span([r[f"{p}_ms"] for r in got], lambda v: f"{v:.1f}") + " ms"
 
-    # What --trace-json costs: CPU per echo message on against off, per round.
-    medians, written = [], []
-    for name, modes in (raw.get("trace_cost") or {}).items():
-        pairs = [(on["cpu_us_per_msg"], off["cpu_us_per_msg"]) for on, off in zip(modes.get("on", []), modes.get("off", []))
-                 if on.get("cpu_us_per_msg") and off.get("cpu_us_per_msg")]
-        if pairs:
-            m = statistics.median(on / off for on, off in pairs)
-            medians.append(m)
-            f[f"trace-cost.{name}"] = f"{m:.2f}x"
-            f[f"trace-cost.{name}.rounds"] = span([on / off for on, off in pairs], lambda v: f"{v:.2f}") + "x"
+    # What --trace-json costs: CPU per echo message on against off, and off
+    # against a build without it, per round.
+    written = []
+    for kind, mine, base in (("trace-cost", "on", "off"), ("trace-off", "off", "none")):
+        medians = []
+        for name, modes in (raw.get("trace_cost") or {}).items():
+            pairs = [(m["cpu_us_per_msg"], b["cpu_us_per_msg"]) for m, b in zip(modes.get(mine, []), modes.get(base, []))
+                     if m.get("cpu_us_per_msg") and b.get("cpu_us_per_msg")]
+            if pairs:
+                m = statistics.median(a / b for a, b in pairs)
+                medians.append(m)
+                f[f"{kind}.{name}"] = f"{m:.2f}x"
+                f[f"{kind}.{name}.rounds"] = span([a / b for a, b in pairs], lambda v: f"{v:.2f}") + "x"
+        if medians:
+            f[f"{kind}.range"] = span(medians, lambda v: f"{v:.2f}") + "x"
+    for modes in (raw.get("trace_cost") or {}).values():
         written += [r["trace_bytes_per_msg"] for r in modes.get("on", []) if r.get("trace_bytes_per_msg")]
-    if medians:
-        f["trace-cost.range"] = span(medians, lambda v: f"{v:.2f}") + "x"
     if written:
         f["trace-cost.bytes"] = span(written, lambda v: f"{v:,.0f}") + " B"
 
@@ -367,6 +371,13 @@ def goal_table(raw, f):
         if per is not None:
             row(f"{name}: under {label} of server memory per idle connection",
                 f"{size(per)} at {held:,} connections", per < goal)
+    # Tracing off costs nothing that shows: within the rounds' noise of a
+    # build without it (CPU per echo message, 100 x 64 B).
+    got = {name: ratio_of(f[k]) for name in ("02_select", "03_libuv", "04_coro")
+           if (k := f"trace-off.{name}") in f}
+    if got:
+        row("--trace-json built in but off: server CPU per echo message within 5% of a build without it",
+            ", ".join(f"{name[:2]}: {v:.2f}x" for name, v in got.items()), all(v <= 1.05 for v in got.values()))
     for name in OURS:
         if f"slow.{name}.ratio" in f:
             ratio = float(f[f"slow.{name}.ratio"][:-1])

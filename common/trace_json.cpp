@@ -88,7 +88,7 @@ void open(const std::string& path, std::string_view process) {
     std::atexit(close);
 }
 
-bool active() {
+bool recording() {
     return is_open.load(std::memory_order_relaxed);
 }
 

@@ -98,10 +98,11 @@ def in_threads(*functions):
         t.join()
 
 
-def chat(port, frames, gap, stagger, clients=2):
+def chat(port, log, frames, gap, stagger, clients=2):
     """Each client sends `frames` frames, `gap` seconds apart, client i
     `stagger` * i seconds after client 0; each reads everyone else's."""
     cs = [Client(port) for _ in range(clients)]
+    log.accepted(clients)
 
     def talker(i):
         def run():
@@ -120,20 +121,21 @@ def chat(port, frames, gap, stagger, clients=2):
     return cs
 
 
-def scenario_chatty(port):
-    return chat(port, frames=10, gap=0.010, stagger=0.005)
+def scenario_chatty(port, log):
+    return chat(port, log, frames=10, gap=0.010, stagger=0.005)
 
 
-def scenario_work(port):
+def scenario_work(port, log):
     # 20 ms of work per frame, a frame every 40 ms from each client, the
     # second client's 10 ms after the first's: it comes in while the first
     # one's work runs, and a loop that does the work itself keeps it waiting.
-    return chat(port, frames=3, gap=0.040, stagger=0.010)
+    return chat(port, log, frames=3, gap=0.040, stagger=0.010)
 
 
-def scenario_stall(port):
+def scenario_stall(port, log):
     sender, reader = Client(port), Client(port)
     staller = Client(port, rcvbuf=4096)  # never reads
+    log.accepted(3)
     frames, size = 600, 16 * 1024
 
     def send():
@@ -146,7 +148,7 @@ def scenario_stall(port):
     return [sender, reader, staller]
 
 
-def scenario_crowd(port):
+def scenario_crowd(port, log):
     count = 200
     ready = threading.Barrier(count)
     clients = [None] * count
@@ -185,6 +187,34 @@ def server_command(stage, build):
     return [str(path.resolve())], path.parent.name or path.name
 
 
+class ServerLog:
+    """The server's stderr, read as it comes: a scenario waits for the
+    server's "client N connected" lines before it talks, since a relay only
+    reaches the clients the server has accepted (connect() returns before)."""
+
+    def __init__(self, server):
+        self.lines, self.ready = [], threading.Condition()
+        self.thread = threading.Thread(target=self._read, args=(server.stderr,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream):
+        for line in stream:
+            with self.ready:
+                self.lines.append(line)
+                self.ready.notify_all()
+
+    def accepted(self, count, timeout=10.0):
+        """Waits until the server has logged `count` connections (a server of
+        your own that logs none: for at most `timeout` seconds)."""
+        with self.ready:
+            self.ready.wait_for(lambda: sum(" connected from " in l for l in self.lines) >= count, timeout)
+
+    def text(self):
+        self.thread.join(timeout=10)
+        with self.ready:
+            return "".join(self.lines)
+
+
 def record(stage, scenario, build, out, text=False):
     """Runs the scenario; returns (json path, events, the clients). With
     `text`, the server's --trace lines go to a .txt file beside the JSON."""
@@ -202,13 +232,15 @@ def record(stage, scenario, build, out, text=False):
         _, err = server.communicate()
         raise SystemExit(f"{' '.join(cmd + extra)} did not start:\n{err.strip()}")
     port = int(line.rsplit(":", 1)[1])
-    clients = run(port)
+    log = ServerLog(server)
+    clients = run(port, log)
     server.send_signal(signal.SIGTERM)
     try:
-        _, err = server.communicate(timeout=15)
+        server.wait(timeout=15)
     except subprocess.TimeoutExpired:
         server.kill()
         raise SystemExit("the server did not stop within 15 s of SIGTERM")
+    err = log.text()
     if server.returncode != 0:
         raise SystemExit(f"the server exited with status {server.returncode}:\n{err.strip()}")
     if text:

@@ -184,7 +184,12 @@ def server_command(stage, build):
             cmd += ["--mode", "threads"]  # iterative would serve one client at a time
         return cmd, stage
     path = Path(stage)
-    return [str(path.resolve())], path.parent.name or path.name
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise SystemExit(f"unknown stage '{stage}': use 01, 02, 03, 04 or the path of a server program")
+    cmd = [str(path.resolve())]
+    if path.resolve().parent.name == STAGES["01"]:
+        cmd += ["--mode", "threads"]  # as for 01: iterative would serve one client at a time
+    return cmd, path.parent.name or path.name
 
 
 class ServerLog:
@@ -336,7 +341,8 @@ def summary(events, clients):
         ran = sum(e["dur"] for e in handlers if not any(
             o is not e and o["tid"] == e["tid"] and o["ts"] <= e["ts"] and
             e["ts"] + e["dur"] <= o["ts"] + o["dur"] for o in handlers))
-        busy = f"no loop: {threads} threads ran handlers {ran / 1000:.1f} ms in {window / 1000:.1f} ms"
+        busy = (f"no loop: {threads} thread{'s' if threads != 1 else ''} ran handlers "
+                f"{ran / 1000:.1f} ms in all, in {window / 1000:.1f} ms of wall time")
     first = busy
     if longest:
         client = longest.get("args", {}).get("client")
@@ -368,8 +374,8 @@ def main():
     parser.add_argument("--screenshot", metavar="PNG", help="also a picture of the page (chromium)")
     a = parser.parse_args()
     stage = a.stage.split("_")[0] if a.stage.split("_")[0] in STAGES else a.stage
-    if a.scenario == "offload" and stage in ("01", "02"):
-        raise SystemExit(f"stage {stage} has no --offload: it is 03's and 04's (try the work scenario)")
+    if a.scenario == "offload" and stage == "01":
+        raise SystemExit("stage 01 has no --offload: its threads already work in parallel (try work)")
     path, events, clients = record(stage, a.scenario, Path(a.build), Path(a.out))
     bad = problems(events)
     if bad:

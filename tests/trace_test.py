@@ -107,6 +107,14 @@ def test_stage(stage, build, out):
     check(len(instants(events, "accept")) == 200, f"{stage} crowd: 200 accepts")
     check(len([w for c in clients for w in c.waits]) == 200, f"{stage} crowd: 200 echoes back")
 
+    # A file that cannot be written is a usage error, said at once (status 2).
+    for program in ("server", "client"):
+        bad = subprocess.run([str(build / record.STAGES[stage] / program), "--port", "1",
+                              "--trace-json", str(out / "no-such-folder" / "t.json")],
+                             capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        check(bad.returncode == 2 and "--trace-json" in bad.stderr,
+              f"{stage} {program}: --trace-json into a missing folder is a usage error")
+
     # The stage's own client records too, on the same clock.
     stage_dir = record.STAGES[stage]
     server_json, client_json = out / f"{stage}-server.json", out / f"{stage}-client.json"

@@ -32,6 +32,9 @@ class Fd {
     ~Fd() { reset(); }
 
     int get() const { return fd_; }
+    // Hands the descriptor to someone else (a libuv handle, another thread),
+    // who closes it from now on.
+    int release() { return std::exchange(fd_, -1); }
     explicit operator bool() const { return fd_ >= 0; }
     void reset(int fd = -1) {
         if (fd_ >= 0) ::close(fd_);

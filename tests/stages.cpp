@@ -26,6 +26,11 @@ std::vector<ServerSpec> built_servers() {
         {.name = "04_coroutines",
          .command = {SERVER_04},
          .emfile = ServerSpec::OutOfDescriptors::sheds},
+        // The epilogue's: clients are handed out round robin, so with two
+        // loops any two clients of a test sit on different loops.
+        {.name = "epilogue_multiloop",
+         .command = {SERVER_MULTILOOP, "--loops", "2"},
+         .emfile = ServerSpec::OutOfDescriptors::sheds},
     };
     if (std::string(VALGRIND).empty()) return servers;
     for (const char* stage : {"03_libuv_callbacks", "04_coroutines"}) {

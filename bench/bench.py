@@ -279,6 +279,38 @@ def run_trace_cost(found, build, rounds, warmup, duration, progress):
     return cost
 
 
+def run_multiloop(build, rounds, warmup, duration, progress):
+    """The epilogue's one loop per core (epilogue/multiloop_server): with
+    CPU-heavy frames (--work), echo throughput with 1 and 2 loops, the server
+    on both cores; with cheap frames, server CPU per delivered message when a
+    relay crosses loops (2 loops) and when it does not (1), both on core 0 so
+    that the difference is the crossing's own work."""
+    server = [f"{build}/epilogue/multiloop_server"]
+    runs = {"work": {}, "relay": {}}
+    if not Path(server[0]).exists():
+        return runs
+    for round_ in range(rounds):
+        for loops in (1, 2):
+            progress.step(f"round {round_ + 1}: multiloop, --work {WORK_US}, {loops} loop(s)")
+            proc, port = start(server, ["--loops", str(loops), "--echo", "--work", str(WORK_US)], cpus="0,1")
+            r = loadgen(build, port, "--mode", "echo", "--connections", 8, "--size", 64,
+                        "--warmup", warmup, "--duration", duration)
+            stop(proc)
+            runs["work"].setdefault(str(loops), []).append(r)
+        for loops in (1, 2):
+            progress.step(f"round {round_ + 1}: multiloop, fan-out to 100, {loops} loop(s)")
+            proc, port = start(server, ["--loops", str(loops)])
+            before = cpu_seconds(proc.pid)
+            r = loadgen(build, port, "--mode", "fanout", "--receivers", 100, "--size", 64,
+                        "--warmup", warmup, "--duration", duration)
+            if r.get("ok") and r.get("deliveries_per_s"):
+                used = cpu_seconds(proc.pid) - before
+                r["cpu_us_per_delivery"] = used / (r["deliveries_per_s"] * (warmup + duration)) * 1e6
+            stop(proc)
+            runs["relay"].setdefault(str(loops), []).append(r)
+    return runs
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a short run: a taste, no verdicts")
@@ -286,7 +318,7 @@ def main():
     parser.add_argument("--out", help="where to write (default bench/results, or bench/results/quick)")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--report", action="store_true", help="only rewrite the tables and plots from raw.json")
-    parser.add_argument("--only", choices=["cpu", "slow", "trace"],
+    parser.add_argument("--only", choices=["cpu", "slow", "trace", "multiloop"],
                         help="run one workload again and merge it into the existing raw.json")
     args = parser.parse_args()
     # A quick run never overwrites the full results that the slides show.
@@ -315,6 +347,8 @@ def main():
         if args.only == "cpu":
             cpu = run_cpu_bound(found, args.build, cpu_frames, Progress(12))
             raw["cpu_bound"] = [[list(k), v] for k, v in cpu.items()]
+        elif args.only == "multiloop":
+            raw["multiloop"] = run_multiloop(args.build, rounds, warmup, duration, Progress(4 * rounds))
         elif args.only == "trace":
             raw["trace_cost"] = run_trace_cost(found, args.build, rounds, warmup, duration,
                                                Progress(3 * rounds * len(TRACED)))
@@ -338,7 +372,7 @@ def main():
     fanout = {}   # (name, receivers) -> [results]
     notes = dict(skipped)
     total = (rounds * len(found) * (len(echo_cases) + len(fanout_cases)) + 2 * rounds * len(found)
-             + 2 * len(SMALL_FRAMES_FOR) + 12 + 3 * rounds * len(TRACED))
+             + 2 * len(SMALL_FRAMES_FOR) + 12 + 3 * rounds * len(TRACED) + 4 * rounds)
     progress = Progress(total)
 
     for round_ in range(rounds):
@@ -380,6 +414,8 @@ def main():
 
     trace_cost = run_trace_cost(found, args.build, rounds, warmup, duration, progress)
 
+    multiloop = run_multiloop(args.build, rounds, warmup, duration, progress)
+
     capacity = {}
     for name, command in found.items():
         progress.step(f"capacity up to {capacity_max} idle connections: {name}")
@@ -393,7 +429,7 @@ def main():
 
     raw = dict(names=list(found), notes=notes, echo=echo, fanout=fanout, capacity=capacity, slow=slow,
                cpu_bound=[[list(k), v] for k, v in cpu.items()], trace_cost=trace_cost,
-               slow_mb=slow_mb, echo_cases=echo_cases, fanout_cases=fanout_cases, rounds=rounds,
+               multiloop=multiloop, slow_mb=slow_mb, echo_cases=echo_cases, fanout_cases=fanout_cases, rounds=rounds,
                quick=args.quick, machine=machine())
     save_raw(out / "raw.json", raw)
     write_results(out, **raw)
@@ -429,7 +465,8 @@ def fmt_rate(v):
 
 
 def write_results(out, names, notes, echo, fanout, capacity, slow, slow_mb, echo_cases, fanout_cases,
-                  rounds, quick, machine, cpu_bound=None, trace_cost=None):
+                  rounds, quick, machine, cpu_bound=None, trace_cost=None,
+                  multiloop=None):
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Benchmark results{' (quick run)' if quick else ''}", "",
              f"One run, {machine['date']}: {machine['cpu']}, {machine['cpus']} CPUs, "
@@ -638,6 +675,31 @@ def write_results(out, names, notes, echo, fanout, capacity, slow, slow_mb, echo
             per_msg = [r["trace_bytes_per_msg"] for r in on if r.get("trace_bytes_per_msg")]
             lines.append(f"| {name} | {cpu_of(none)} | {cpu_of(off)} | {cpu_of(on)} | {cells(off, none)} | "
                          f"{cells(on, off)} | " + (f"{statistics.median(per_msg):.0f} B |" if per_msg else "-- |"))
+
+    # The epilogue: one loop per core.
+    if multiloop and (multiloop.get("work") or multiloop.get("relay")):
+        def median_of(runs, key):
+            values = [r[key] for r in runs if r.get("ok") and r.get(key)]
+            return (statistics.median(values), min(values), max(values)) if values else None
+
+        lines += ["", "## Epilogue: one loop per core (epilogue/multiloop_server)", "",
+                  f"CPU-heavy frames: echo, 8 connections x 64 B, --work {WORK_US} us per frame, the server "
+                  "on both cores (the load generator shares core 1). Cheap frames: fan-out to 100 receivers "
+                  "x 64 B, the server on core 0: with 2 loops every relay crosses to the other loop. "
+                  "Medians, the rounds' range in brackets.", "",
+                  "| loops | --work: frames/s | --work: x 1 loop | fan-out: server CPU per delivery (us) "
+                  "| fan-out: x 1 loop |",
+                  "|---|---|---|---|---|"]
+        base_work = median_of(multiloop["work"].get("1", []), "msgs_per_s")
+        base_cpu = median_of(multiloop["relay"].get("1", []), "cpu_us_per_delivery")
+        for loops in ("1", "2"):
+            work = median_of(multiloop["work"].get(loops, []), "msgs_per_s")
+            cpu = median_of(multiloop["relay"].get(loops, []), "cpu_us_per_delivery")
+            lines.append(
+                f"| {loops} | " + (f"{work[0]:,.0f} [{work[1]:,.0f}-{work[2]:,.0f}]" if work else "--") + " | "
+                + (f"{work[0] / base_work[0]:.2f}x" if work and base_work else "--") + " | "
+                + (f"{cpu[0]:.2f} [{cpu[1]:.2f}-{cpu[2]:.2f}]" if cpu else "--") + " | "
+                + (f"{cpu[0] / base_cpu[0]:.2f}x" if cpu and base_cpu else "--") + " |")
 
     # Capacity.
     lines += ["", "## Idle connections: server memory", "",

@@ -51,7 +51,8 @@ REFERENCE = "03_libuv"
 OURS = ["01_threads", "02_select", "03_libuv", "04_coro"]
 # The documents that quote measurements.
 DOCUMENTS = ["README.md", "01_blocking/README.md", "02_select/README.md", "03_libuv_callbacks/README.md",
-             "04_coroutines/README.md", "bench/README.md", "slides/talk.en.md", "slides/talk.es.md"]
+             "04_coroutines/README.md", "epilogue/README.md", "bench/README.md", "slides/talk.en.md",
+             "slides/talk.es.md"]
 
 FIG = re.compile(r"<!-- fig: (?P<name>[\w.\-]+) -->(?P<text>.*?)<!-- /fig -->", re.S)
 NOTE_FIG = re.compile(r"\[(?P<text>[^\]\n]*)\]\{fig:(?P<name>[\w.\-]+)\}")
@@ -321,6 +322,22 @@ def figures(raw):
         written += [r["trace_bytes_per_msg"] for r in modes.get("on", []) if r.get("trace_bytes_per_msg")]
     if written:
         f["trace-cost.bytes"] = span(written, lambda v: f"{v:,.0f}") + " B"
+
+    # The epilogue's one loop per core: --work throughput and the relay's CPU
+    # per delivery, with 1 and 2 loops, and 2 against 1 per round.
+    multiloop = raw.get("multiloop") or {}
+    for kind, key, unit in (("work", "msgs_per_s", lambda v: f"{v:,.0f} frames/s"),
+                            ("relay", "cpu_us_per_delivery", lambda v: f"{v:.2f} us")):
+        runs = multiloop.get(kind) or {}
+        for loops in ("1", "2"):
+            values = [r[key] for r in runs.get(loops, []) if r.get("ok") and r.get(key)]
+            if values:
+                f[f"multiloop.{kind}.{loops}"] = unit(statistics.median(values))
+        pairs = [(two[key], one[key]) for one, two in zip(runs.get("1", []), runs.get("2", []))
+                 if one.get(key) and two.get(key)]
+        if pairs:
+            f[f"multiloop.{kind}.ratio"] = f"{statistics.median(a / b for a, b in pairs):.2f}x"
+            f[f"multiloop.{kind}.ratio.rounds"] = span([a / b for a, b in pairs], lambda v: f"{v:.2f}") + "x"
 
     f["goals"] = goal_table(raw, f)
     return f

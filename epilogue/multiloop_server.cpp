@@ -561,6 +561,16 @@ void begin_stop(Loop& loop) {
     maybe_finish(loop);
 }
 
+// No post reaches the loop from now on; a socket still on its way to it is
+// closed here, not leaked.
+void close_inbox(Loop& loop) {
+    std::lock_guard lock(loop.mutex);
+    loop.open = false;
+    for (const Message& m : std::exchange(loop.inbox, {})) {
+        if (m.kind == Message::Kind::adopt) ::close(m.fd);
+    }
+}
+
 // A stopping loop with no client left closes its handles, and uv_run returns.
 // Loop 0 also holds the signals (a second one must still find us) and the
 // inbox the others report to: it closes once every loop has finished.
@@ -574,11 +584,7 @@ void maybe_finish(Loop& loop) {
         uv_close(handle, nullptr);
     }
     if (loop.index == 0) return loop_finished(*loop.server);
-    {
-        std::lock_guard lock(loop.mutex);
-        loop.open = false;  // no post reaches us now
-        loop.inbox.clear();
-    }
+    close_inbox(loop);
     uv_close(reinterpret_cast<uv_handle_t*>(&loop.wakeup), nullptr);
     post(*loop.server->loops[0], {.kind = Message::Kind::finished});
 }
@@ -587,11 +593,7 @@ void maybe_finish(Loop& loop) {
 void loop_finished(Server& server) {
     if (--server.loops_running > 0) return;
     Loop& first = *server.loops[0];
-    {
-        std::lock_guard lock(first.mutex);
-        first.open = false;
-        first.inbox.clear();
-    }
+    close_inbox(first);
     for (auto* handle : {reinterpret_cast<uv_handle_t*>(&first.wakeup),
                          reinterpret_cast<uv_handle_t*>(&server.sigint),
                          reinterpret_cast<uv_handle_t*>(&server.sigterm)}) {

@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "stages.inc"  // generated: defines the SERVER_* and CLIENT_* paths
+#include "uring_probe.hpp"
 
 namespace stages {
 
@@ -32,6 +33,14 @@ std::vector<ServerSpec> built_servers() {
          .command = {SERVER_MULTILOOP, "--loops", "2"},
          .emfile = ServerSpec::OutOfDescriptors::sheds},
     };
+#ifdef SERVER_URING
+    // Only where io_uring works (the epilogue:io_uring test says why not).
+    if (io_uring_unavailable().empty()) {
+        servers.push_back({.name = "epilogue_uring",
+                           .command = {SERVER_URING},
+                           .emfile = ServerSpec::OutOfDescriptors::sheds});
+    }
+#endif
     if (std::string(VALGRIND).empty()) return servers;
     for (const char* stage : {"03_libuv_callbacks", "04_coroutines"}) {
         ServerSpec spec = *std::find_if(servers.begin(), servers.end(),

@@ -311,6 +311,77 @@ def run_multiloop(build, rounds, warmup, duration, progress):
     return runs
 
 
+COMPLETION = ["uring", "03_libuv", "raw_epoll"]  # the epilogue's part 3, and what it is measured against
+
+
+def syscalls_per_message(command, build, conns, size, duration):
+    """Every system call the server makes during an echo run, per message,
+    counted by strace -c (which slows the server down: so a run of its own,
+    and only the counts are kept, not the times)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "strace.txt"
+        proc = subprocess.Popen(["taskset", "-c", "0", "strace", "-f", "-c", "-o", str(out), *command,
+                                 "--port", "0", "--echo"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = proc.stdout.readline().strip()
+        if not line.startswith("listening on "):
+            proc.kill()
+            return None
+        port = int(line.rsplit(":", 1)[1])
+        r = loadgen(build, port, "--mode", "echo", "--connections", conns, "--size", size,
+                    "--warmup", 0, "--duration", duration)
+        # SIGTERM to the server itself (strace passes it on and writes its table).
+        server_pid = int(subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()[0])
+        os.kill(server_pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+        if not r.get("ok") or not r.get("msgs_per_s"):
+            return None
+        counts = {}
+        for row in out.read_text().splitlines():
+            fields = row.split()
+            if len(fields) >= 5 and fields[3].isdigit() and fields[-1] != "total":
+                counts[fields[-1]] = int(fields[3])
+        messages = r["msgs_per_s"] * duration
+        return {name: n / messages for name, n in counts.items()}
+
+
+def run_completion(found, build, rounds, warmup, duration, progress):
+    """The epilogue's io_uring server beside stage 03 and the raw epoll floor:
+    server CPU per echo message (100 x 64 B, pinned, as the echo workload),
+    and system calls per message (one strace -c run each)."""
+    runs = {"cpu": {}, "syscalls": {}, "note": ""}
+    servers = {n: found[n] for n in COMPLETION if n in found}
+    uring = Path(f"{build}/epilogue/uring_server")
+    if not uring.exists():
+        runs["note"] = "the io_uring server is not built (liburing-dev not installed)"
+    else:
+        servers["uring"] = [str(uring)]
+    for round_ in range(rounds):
+        for name in COMPLETION:
+            if name not in servers:
+                continue
+            progress.step(f"round {round_ + 1}: completion vs readiness, echo 100 x 64 B: {name}")
+            try:
+                proc, port = start(servers[name], ["--echo"])
+            except RuntimeError:
+                runs["note"] = f"{name} did not start (io_uring unavailable here?)"
+                continue
+            before = cpu_seconds(proc.pid)
+            r = loadgen(build, port, "--mode", "echo", "--connections", 100, "--size", 64,
+                        "--warmup", warmup, "--duration", duration)
+            if r.get("ok") and r["msgs_per_s"] > 0:
+                r["cpu_us_per_msg"] = (cpu_seconds(proc.pid) - before) / (r["msgs_per_s"] * (warmup + duration)) * 1e6
+            stop(proc)
+            runs["cpu"].setdefault(name, []).append(r)
+    if shutil.which("strace"):
+        for name in COMPLETION:
+            if name in servers:
+                progress.step(f"system calls per message (strace -c): {name}")
+                runs["syscalls"][name] = syscalls_per_message(servers[name], build, 100, 64, 2)
+    else:
+        runs["note"] = (runs["note"] + "; " if runs["note"] else "") + "strace not installed: no system call counts"
+    return runs
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a short run: a taste, no verdicts")
@@ -318,7 +389,7 @@ def main():
     parser.add_argument("--out", help="where to write (default bench/results, or bench/results/quick)")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--report", action="store_true", help="only rewrite the tables and plots from raw.json")
-    parser.add_argument("--only", choices=["cpu", "slow", "trace", "multiloop"],
+    parser.add_argument("--only", choices=["cpu", "slow", "trace", "multiloop", "completion"],
                         help="run one workload again and merge it into the existing raw.json")
     args = parser.parse_args()
     # A quick run never overwrites the full results that the slides show.
@@ -349,6 +420,9 @@ def main():
             raw["cpu_bound"] = [[list(k), v] for k, v in cpu.items()]
         elif args.only == "multiloop":
             raw["multiloop"] = run_multiloop(args.build, rounds, warmup, duration, Progress(4 * rounds))
+        elif args.only == "completion":
+            raw["completion"] = run_completion(found, args.build, rounds, warmup, duration,
+                                               Progress(3 * rounds + 3))
         elif args.only == "trace":
             raw["trace_cost"] = run_trace_cost(found, args.build, rounds, warmup, duration,
                                                Progress(3 * rounds * len(TRACED)))
@@ -372,7 +446,7 @@ def main():
     fanout = {}   # (name, receivers) -> [results]
     notes = dict(skipped)
     total = (rounds * len(found) * (len(echo_cases) + len(fanout_cases)) + 2 * rounds * len(found)
-             + 2 * len(SMALL_FRAMES_FOR) + 12 + 3 * rounds * len(TRACED) + 4 * rounds)
+             + 2 * len(SMALL_FRAMES_FOR) + 12 + 3 * rounds * len(TRACED) + 4 * rounds + 3 * rounds + 3)
     progress = Progress(total)
 
     for round_ in range(rounds):
@@ -416,6 +490,8 @@ def main():
 
     multiloop = run_multiloop(args.build, rounds, warmup, duration, progress)
 
+    completion = run_completion(found, args.build, rounds, warmup, duration, progress)
+
     capacity = {}
     for name, command in found.items():
         progress.step(f"capacity up to {capacity_max} idle connections: {name}")
@@ -429,7 +505,7 @@ def main():
 
     raw = dict(names=list(found), notes=notes, echo=echo, fanout=fanout, capacity=capacity, slow=slow,
                cpu_bound=[[list(k), v] for k, v in cpu.items()], trace_cost=trace_cost,
-               multiloop=multiloop, slow_mb=slow_mb, echo_cases=echo_cases, fanout_cases=fanout_cases, rounds=rounds,
+               multiloop=multiloop, completion=completion, slow_mb=slow_mb, echo_cases=echo_cases, fanout_cases=fanout_cases, rounds=rounds,
                quick=args.quick, machine=machine())
     save_raw(out / "raw.json", raw)
     write_results(out, **raw)
@@ -466,7 +542,7 @@ def fmt_rate(v):
 
 def write_results(out, names, notes, echo, fanout, capacity, slow, slow_mb, echo_cases, fanout_cases,
                   rounds, quick, machine, cpu_bound=None, trace_cost=None,
-                  multiloop=None):
+                  multiloop=None, completion=None):
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Benchmark results{' (quick run)' if quick else ''}", "",
              f"One run, {machine['date']}: {machine['cpu']}, {machine['cpus']} CPUs, "
@@ -700,6 +776,28 @@ def write_results(out, names, notes, echo, fanout, capacity, slow, slow_mb, echo
                 + (f"{work[0] / base_work[0]:.2f}x" if work and base_work else "--") + " | "
                 + (f"{cpu[0]:.2f} [{cpu[1]:.2f}-{cpu[2]:.2f}]" if cpu else "--") + " | "
                 + (f"{cpu[0] / base_cpu[0]:.2f}x" if cpu and base_cpu else "--") + " |")
+
+    # The epilogue: completion (io_uring) against readiness.
+    if completion and (completion.get("cpu") or completion.get("syscalls")):
+        lines += ["", "## Epilogue: completion instead of readiness (epilogue/uring_server)", "",
+                  "Echo, 100 connections x 64 B, the server on core 0: server CPU per message (medians over "
+                  "the rounds, range in brackets, and against 03 per round), and system calls per message "
+                  "counted by `strace -c` in a run of its own." +
+                  (f" Note: {completion['note']}." if completion.get("note") else ""), "",
+                  "| server | CPU per message (us) | x 03 | system calls per message | of which |",
+                  "|---|---|---|---|---|"]
+        base = completion["cpu"].get("03_libuv", [])
+        for name in COMPLETION:
+            runs = completion["cpu"].get(name, [])
+            values = [r["cpu_us_per_msg"] for r in runs if r.get("cpu_us_per_msg")]
+            ratios = [m["cpu_us_per_msg"] / b["cpu_us_per_msg"] for m, b in zip(runs, base)
+                      if m.get("cpu_us_per_msg") and b.get("cpu_us_per_msg")]
+            calls = (completion.get("syscalls") or {}).get(name) or {}
+            top = ", ".join(f"{k} {v:.2f}" for k, v in sorted(calls.items(), key=lambda kv: -kv[1])[:3] if v >= 0.01)
+            lines.append(f"| {name} | " + (f"{statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]"
+                                           if values else "--") + " | "
+                         + (f"{statistics.median(ratios):.2f}x" if ratios else "--") + " | "
+                         + (f"{sum(calls.values()):.2f}" if calls else "--") + f" | {top or '--'} |")
 
     # Capacity.
     lines += ["", "## Idle connections: server memory", "",

@@ -339,6 +339,25 @@ def figures(raw):
             f[f"multiloop.{kind}.ratio"] = f"{statistics.median(a / b for a, b in pairs):.2f}x"
             f[f"multiloop.{kind}.ratio.rounds"] = span([a / b for a, b in pairs], lambda v: f"{v:.2f}") + "x"
 
+    # The epilogue's completion (io_uring) against readiness: CPU and system
+    # calls per echo message.
+    completion = raw.get("completion") or {}
+    base = (completion.get("cpu") or {}).get("03_libuv", [])
+    for name, runs in (completion.get("cpu") or {}).items():
+        values = [r["cpu_us_per_msg"] for r in runs if r.get("cpu_us_per_msg")]
+        if values:
+            f[f"completion.cpu.{name}"] = f"{statistics.median(values):.2f} us"
+        ratios = [m["cpu_us_per_msg"] / b["cpu_us_per_msg"] for m, b in zip(runs, base)
+                  if m.get("cpu_us_per_msg") and b.get("cpu_us_per_msg")]
+        if ratios and name != "03_libuv":
+            f[f"completion.ratio.{name}"] = f"{statistics.median(ratios):.2f}x"
+            f[f"completion.ratio.{name}.rounds"] = span(ratios, lambda v: f"{v:.2f}") + "x"
+    for name, calls in (completion.get("syscalls") or {}).items():
+        if calls:
+            f[f"completion.syscalls.{name}"] = f"{sum(calls.values()):.2f}"
+            for call in ("io_uring_enter", "epoll_wait", "read", "write", "epoll_ctl"):
+                f[f"completion.syscalls.{name}.{call}"] = f"{calls.get(call, 0):.2f}"
+
     f["goals"] = goal_table(raw, f)
     return f
 

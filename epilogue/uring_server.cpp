@@ -490,7 +490,15 @@ int main(int argc, char** argv) {
     // 4096 entries: the submission queue takes what one pass of the loop
     // submits (next_sqe submits early if it fills); the completion queue is
     // twice that, and the kernel keeps overflowing completions for us.
-    if (int rc = io_uring_queue_init(4096, &server.ring, 0); rc < 0) {
+    //
+    // One thread submits and reaps (SINGLE_ISSUER), so the kernel may keep
+    // the completion work for our next io_uring_enter() instead of
+    // interrupting us to do it (DEFER_TASKRUN, Linux 6.1). An older kernel
+    // says EINVAL: then without them.
+    int rc = io_uring_queue_init(4096, &server.ring,
+                                 IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
+    if (rc == -EINVAL) rc = io_uring_queue_init(4096, &server.ring, 0);
+    if (rc < 0) {
         log("error: io_uring is not available here: {}", std::strerror(-rc));
         return 3;
     }

@@ -24,8 +24,7 @@
 // rather than SO_REUSEPORT listeners on every loop. It is portable (macOS has
 // SO_REUSEPORT but does not spread connections over the sockets), it gives
 // each loop its share exactly, and the client's id is decided in one place.
-// It costs a message per connection; part 2 of the README uses SO_REUSEPORT
-// across processes, where no acceptor could hand sockets over.
+// It costs a message per connection, and one thread does every accept().
 //
 // Read stage 03 first: the functions here keep its names and its comments
 // about lifetimes, and only what crossing loops adds is explained again.

@@ -13,6 +13,7 @@ bench.md (the tables), *.dat (the numbers) and PNG plots made with gnuplot.
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -382,6 +383,118 @@ def run_completion(found, build, rounds, warmup, duration, progress):
     return runs
 
 
+def kernel_memory():
+    """What the kernel holds for sockets, machine-wide: /proc/net/sockstat's
+    TCP sockets and buffer pages, /proc/meminfo's slab (socket structures,
+    their inodes and files, epoll items...)."""
+    tcp = {}
+    for line in Path("/proc/net/sockstat").read_text().splitlines():
+        if line.startswith("TCP:"):
+            fields = line.split()[1:]
+            tcp = {k: int(v) for k, v in zip(fields[::2], fields[1::2])}
+    meminfo = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        key, value = line.split(":", 1)
+        meminfo[key] = int(value.split()[0])  # kB
+    return {"tcp_alloc": tcp.get("alloc", 0), "tcp_mem_pages": tcp.get("mem", 0),
+            "slab_kb": meminfo.get("Slab", 0), "sunreclaim_kb": meminfo.get("SUnreclaim", 0),
+            "memtotal_kb": meminfo.get("MemTotal", 0)}
+
+
+def rss_kb(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def open_descriptors(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+C100K_PROCESSES = 6  # servers and load generators: each under this machine's 20,000 descriptors
+
+
+def run_c100k(build, total, progress):
+    """The epilogue's c100k: `total` idle echo connections on one machine,
+    past the per-process descriptor limit (several multiloop_server processes
+    on one port, SO_REUSEPORT) and the ephemeral-port limit (load generators
+    on several loopback addresses). The server's memory and the kernel's per
+    connection, before and after, and a spread sample that must still answer."""
+    server = f"{build}/epilogue/multiloop_server"
+    if not Path(server).exists():
+        return {"ok": False, "error": "multiloop_server not built"}
+    per = -(-total // C100K_PROCESSES)
+    limits = {"descriptors": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+              "port_range": [int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()],
+              "file_max": int(Path("/proc/sys/fs/file-max").read_text())}
+    servers, loadgens, result = [], [], {"ok": False, "target": total, "processes": C100K_PROCESSES,
+                                          "limits": limits}
+    try:
+        progress.step(f"c100k: {C100K_PROCESSES} servers on one port (SO_REUSEPORT)")
+        first, port = start([server], ["--loops", "1", "--echo", "--reuse-port"])
+        servers.append(first)
+        for _ in range(C100K_PROCESSES - 1):
+            proc, _ = start([server], ["--loops", "1", "--echo", "--reuse-port", "--port", str(port)])
+            servers.append(proc)
+        time.sleep(0.5)  # (not waiting for a server: letting the machine settle before the reading)
+        before = kernel_memory()
+        rss_before = sum(rss_kb(p.pid) for p in servers)
+        fds_before = sum(open_descriptors(p.pid) for p in servers)
+        progress.step(f"c100k: {total:,} connections from {C100K_PROCESSES} loopback addresses")
+        started = time.time()
+        for i in range(C100K_PROCESSES):
+            loadgens.append(subprocess.Popen(
+                ["taskset", "-c", "1", f"{build}/bench/loadgen", "--port", str(port), "--mode", "hold",
+                 "--connections", str(per), "--source", f"127.0.0.{2 + i}"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
+        connected = 0
+        for g in loadgens:
+            line = json.loads(g.stdout.readline() or '{"ok": false, "error": "no output"}')
+            if not line.get("ok"):
+                result["error"] = line.get("error", "?")
+                return result
+            connected += line["connected"]
+        # Connected is not yet accepted: wait (bounded) until the servers hold them all.
+        deadline = time.time() + 120
+        held = 0
+        while time.time() < deadline:
+            held = sum(open_descriptors(p.pid) for p in servers) - fds_before
+            if held >= connected:
+                break
+            time.sleep(0.2)
+        result["seconds_to_connect"] = round(time.time() - started, 1)
+        after = kernel_memory()
+        rss_after = sum(rss_kb(p.pid) for p in servers)
+        progress.step("c100k: a spread sample of round trips")
+        sampled = answered = 0
+        slowest = 0.0
+        for g in loadgens:
+            g.stdin.write("sample\n")
+            g.stdin.flush()
+        for g in loadgens:
+            line = json.loads(g.stdout.readline() or "{}")
+            sampled += line.get("sampled", 0)
+            answered += line.get("answered", 0)
+            slowest = max(slowest, line.get("slowest_ms", 0.0))
+        per_server = [open_descriptors(p.pid) for p in servers]
+        result.update(ok=held >= connected, connected=connected, held=held, per_server_descriptors=per_server,
+                      server_rss_kb=[rss_before, rss_after], kernel_before=before, kernel_after=after,
+                      sampled=sampled, answered=answered, slowest_ms=slowest)
+        if held < connected:
+            result["error"] = f"the servers held {held} of {connected} connections"
+        return result
+    finally:
+        for g in loadgens:
+            try:
+                g.stdin.close()
+                g.wait(timeout=60)
+            except (OSError, subprocess.SubprocessError):
+                g.kill()
+        for proc in servers:
+            stop(proc)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a short run: a taste, no verdicts")
@@ -389,7 +502,7 @@ def main():
     parser.add_argument("--out", help="where to write (default bench/results, or bench/results/quick)")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--report", action="store_true", help="only rewrite the tables and plots from raw.json")
-    parser.add_argument("--only", choices=["cpu", "slow", "trace", "multiloop", "completion"],
+    parser.add_argument("--only", choices=["cpu", "slow", "trace", "multiloop", "completion", "c100k"],
                         help="run one workload again and merge it into the existing raw.json")
     args = parser.parse_args()
     # A quick run never overwrites the full results that the slides show.
@@ -420,6 +533,8 @@ def main():
             raw["cpu_bound"] = [[list(k), v] for k, v in cpu.items()]
         elif args.only == "multiloop":
             raw["multiloop"] = run_multiloop(args.build, rounds, warmup, duration, Progress(4 * rounds))
+        elif args.only == "c100k":
+            raw["c100k"] = run_c100k(args.build, 6000 if args.quick else 100_000, Progress(3))
         elif args.only == "completion":
             raw["completion"] = run_completion(found, args.build, rounds, warmup, duration,
                                                Progress(3 * rounds + 3))
@@ -446,7 +561,7 @@ def main():
     fanout = {}   # (name, receivers) -> [results]
     notes = dict(skipped)
     total = (rounds * len(found) * (len(echo_cases) + len(fanout_cases)) + 2 * rounds * len(found)
-             + 2 * len(SMALL_FRAMES_FOR) + 12 + 3 * rounds * len(TRACED) + 4 * rounds + 3 * rounds + 3)
+             + 2 * len(SMALL_FRAMES_FOR) + 12 + 3 * rounds * len(TRACED) + 4 * rounds + 3 * rounds + 3 + 3)
     progress = Progress(total)
 
     for round_ in range(rounds):
@@ -492,6 +607,8 @@ def main():
 
     completion = run_completion(found, args.build, rounds, warmup, duration, progress)
 
+    c100k = run_c100k(args.build, 6000 if args.quick else 100_000, progress)
+
     capacity = {}
     for name, command in found.items():
         progress.step(f"capacity up to {capacity_max} idle connections: {name}")
@@ -505,7 +622,7 @@ def main():
 
     raw = dict(names=list(found), notes=notes, echo=echo, fanout=fanout, capacity=capacity, slow=slow,
                cpu_bound=[[list(k), v] for k, v in cpu.items()], trace_cost=trace_cost,
-               multiloop=multiloop, completion=completion, slow_mb=slow_mb, echo_cases=echo_cases, fanout_cases=fanout_cases, rounds=rounds,
+               multiloop=multiloop, completion=completion, c100k=c100k, slow_mb=slow_mb, echo_cases=echo_cases, fanout_cases=fanout_cases, rounds=rounds,
                quick=args.quick, machine=machine())
     save_raw(out / "raw.json", raw)
     write_results(out, **raw)
@@ -542,7 +659,7 @@ def fmt_rate(v):
 
 def write_results(out, names, notes, echo, fanout, capacity, slow, slow_mb, echo_cases, fanout_cases,
                   rounds, quick, machine, cpu_bound=None, trace_cost=None,
-                  multiloop=None, completion=None):
+                  multiloop=None, completion=None, c100k=None):
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Benchmark results{' (quick run)' if quick else ''}", "",
              f"One run, {machine['date']}: {machine['cpu']}, {machine['cpus']} CPUs, "
@@ -798,6 +915,28 @@ def write_results(out, names, notes, echo, fanout, capacity, slow, slow_mb, echo
                                            if values else "--") + " | "
                          + (f"{statistics.median(ratios):.2f}x" if ratios else "--") + " | "
                          + (f"{sum(calls.values()):.2f}" if calls else "--") + f" | {top or '--'} |")
+
+    # The epilogue: c100k on one machine.
+    if c100k:
+        lines += ["", "## Epilogue: c100k on one machine", ""]
+        if c100k.get("ok"):
+            n = c100k["held"]
+            before, after = c100k["kernel_before"], c100k["kernel_after"]
+            lines += [f"{n:,} idle echo connections held by {c100k['processes']} multiloop_server processes on "
+                      f"one port (SO_REUSEPORT; {', '.join(f'{d:,}' for d in c100k['per_server_descriptors'])} "
+                      f"descriptors each), from load generators on {c100k['processes']} loopback addresses, "
+                      f"connected in {c100k['seconds_to_connect']:.0f} s. A round trip on every 1000th: "
+                      f"{c100k['answered']} of {c100k['sampled']} answered, the slowest in "
+                      f"{c100k['slowest_ms']:.1f} ms.", "",
+                      "| per connection | bytes |", "|---|---|",
+                      f"| server memory (RSS growth of all servers) | "
+                      f"{(c100k['server_rss_kb'][1] - c100k['server_rss_kb'][0]) * 1024 / n:,.0f} |",
+                      f"| kernel slab (both ends: two sockets) | "
+                      f"{(after['slab_kb'] - before['slab_kb']) * 1024 / n:,.0f} |",
+                      f"| kernel socket buffers (sockstat TCP mem) | "
+                      f"{(after['tcp_mem_pages'] - before['tcp_mem_pages']) * 4096 / n:,.0f} |"]
+        else:
+            lines.append(f"Not measured: {c100k.get('error', '?')}")
 
     # Capacity.
     lines += ["", "## Idle connections: server memory", "",

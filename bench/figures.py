@@ -358,6 +358,46 @@ def figures(raw):
             for call in ("io_uring_enter", "epoll_wait", "read", "write", "epoll_ctl"):
                 f[f"completion.syscalls.{name}.{call}"] = f"{calls.get(call, 0):.2f}"
 
+    # The epilogue's c100k, and c1M on paper from the same readings.
+    c = raw.get("c100k") or {}
+    if c.get("ok"):
+        n = c["held"]
+        before, after = c["kernel_before"], c["kernel_after"]
+        server = (c["server_rss_kb"][1] - c["server_rss_kb"][0]) * 1024 / n
+        kernel = (after["slab_kb"] - before["slab_kb"]) * 1024 / n  # both ends: two sockets
+        buffers = (after["tcp_mem_pages"] - before["tcp_mem_pages"]) * 4096 / n
+        f["c100k.held"] = f"{n:,}"
+        f["c100k.processes"] = f"{c['processes']}"
+        f["c100k.per-server"] = span(c["per_server_descriptors"], lambda v: f"{v:,}")
+        f["c100k.sockets"] = f"{after['tcp_alloc'] - before['tcp_alloc']:,}"
+        f["c100k.server"] = f"{server:,.0f} B"
+        f["c100k.kernel"] = f"{kernel / 1024:,.1f} KiB"
+        f["c100k.kernel-socket"] = f"{kernel / 2 / 1024:,.1f} KiB"
+        f["c100k.buffers"] = f"{buffers:,.0f} B"
+        f["c100k.sample"] = f"{c['answered']} of {c['sampled']}"
+        f["c100k.slowest"] = f"{c['slowest_ms']:.1f} ms"
+        f["c100k.connect"] = f"{c['seconds_to_connect']:.0f} s"
+        # c1M: a server holds its end (server memory + one socket); this
+        # machine, with its load generator, holds both ends.
+        million = 1_000_000
+        limits = c["limits"]
+        ports = limits["port_range"][1] - limits["port_range"][0] + 1
+        server_end = million * (server + kernel / 2 + buffers / 2)
+        both_ends = million * (server + kernel + buffers)
+        memtotal = after["memtotal_kb"] * 1024
+        f["c1m.server-end"] = f"{server_end / 2**30:.1f} GiB"
+        f["c1m.both-ends"] = f"{both_ends / 2**30:.1f} GiB"
+        f["c1m.memtotal"] = f"{memtotal / 2**30:.1f} GiB"
+        f["c1m.processes"] = f"{-(-million // limits['descriptors']):,}"
+        f["c1m.ports"] = f"{ports:,}"
+        f["c1m.addresses"] = f"{-(-million // ports):,}"
+        f["c1m.file-max"] = f"{limits['file_max']:,}"
+        walls = {f"memory ({both_ends / 2**30:.1f} of {memtotal / 2**30:.1f} GiB)": both_ends / memtotal,
+                 f"the system-wide descriptor limit ({2 * million:,} of fs.file-max {limits['file_max']:,})":
+                     2 * million / limits["file_max"]}
+        first = max(walls, key=walls.get)
+        f["c1m.first-wall"] = f"{first}, {walls[first] * 100:.0f}% of it"
+
     f["goals"] = goal_table(raw, f)
     return f
 

@@ -10,6 +10,11 @@
 //   --mode capacity  idle connections added in steps; after each step a round
 //                    trip on a probe connection, and the server's RSS and
 //                    thread count from /proc/PID/status.
+//   --mode hold      (the epilogue's c100k) --connections idle connections from
+//                    the local address --source, held open; then, for each
+//                    line "sample" on stdin, a round trip on every 1000th of
+//                    them (a spread sample: they land on different servers);
+//                    stdin's end closes them all. One JSON line per step.
 //   --mode slowreader  a sender and a reader exchange --megabytes MiB in
 //                    frames of --size bytes, in windows of about 1 MiB, on a relay
 //                    server, with (--stalled 1) or without a third client that
@@ -34,6 +39,7 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <iostream>
 #include <iterator>
 #include <map>
 #include <optional>
@@ -63,6 +69,7 @@ struct Options {
     int step = 1000, max_connections = 19000;
     int stalled = 0;
     int megabytes = 100;
+    std::string source;  // hold: the local address to connect from
 };
 
 [[noreturn]] void fail(const std::string& why) {
@@ -361,6 +368,65 @@ void run_capacity(const Options& o) {
 
 // ---------------------------------------------------------------------------
 
+// One connection from `source` (a loopback address such as 127.0.0.2): each
+// local address has its own ephemeral ports (about 28,000 on Linux) towards
+// one server address and port, so several of them get past that limit.
+net::Fd connect_from(const std::string& source, const Options& o) {
+    const sockaddr_storage local = net::resolve(source, 0, true);
+    const sockaddr_storage remote = net::resolve(o.host, o.port, false);
+    net::Fd fd{::socket(remote.ss_family, SOCK_STREAM, 0)};
+    if (!fd) throw std::runtime_error(fmt::format("socket: {}", std::strerror(errno)));
+    const socklen_t length =
+        remote.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+    if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&local), length) < 0)
+        throw std::runtime_error(fmt::format("bind {}: {}", source, std::strerror(errno)));
+    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&remote), length) < 0)
+        throw std::runtime_error(fmt::format("connect: {}", std::strerror(errno)));
+    return fd;
+}
+
+void run_hold(const Options& o) {
+    std::vector<net::Fd> held;
+    held.reserve(static_cast<std::size_t>(o.connections));
+    const auto start = Clock::now();
+    try {
+        while (static_cast<int>(held.size()) < o.connections)
+            held.push_back(connect_from(o.source.empty() ? "127.0.0.1" : o.source, o));
+    } catch (const std::exception& e) {
+        fail(fmt::format("{} after {} connections", e.what(), held.size()));
+    }
+    fmt::print("{{\"ok\": true, \"connected\": {}, \"seconds\": {:.2f}}}\n", held.size(),
+               seconds_since(start));
+    std::fflush(stdout);
+    const std::string ping = frame::encode("ping");
+    for (std::string line; std::getline(std::cin, line);) {
+        if (line != "sample") continue;
+        int sampled = 0, answered = 0;
+        double slowest = 0;
+        for (std::size_t i = 0; i < held.size(); i += 1000) {
+            ++sampled;
+            const auto t = Clock::now();
+            if (!net::send_all(held[i].get(), ping)) continue;
+            std::size_t got = 0;
+            char buf[64];
+            while (got < ping.size()) {
+                pollfd p{held[i].get(), POLLIN, 0};
+                if (::poll(&p, 1, 10000) != 1) break;
+                const ssize_t r = ::recv(held[i].get(), buf, sizeof buf, 0);
+                if (r <= 0) break;
+                got += static_cast<std::size_t>(r);
+            }
+            if (got == ping.size()) {
+                ++answered;
+                slowest = std::max(slowest, seconds_since(t) * 1e3);
+            }
+        }
+        fmt::print("{{\"sampled\": {}, \"answered\": {}, \"slowest_ms\": {:.3f}}}\n", sampled,
+                   answered, slowest);
+        std::fflush(stdout);
+    }
+}
+
 void run_slowreader(const Options& o) {
     // With --stalled 1, the first half of the frames go to the reader alone
     // (its speed "before"); then a third client joins and never reads, and
@@ -515,6 +581,8 @@ int main(int argc, char** argv) {
             o.max_connections = std::stoi(value);
         } else if (key == "--stalled") {
             o.stalled = std::stoi(value);
+        } else if (key == "--source") {
+            o.source = value;
         } else if (key == "--megabytes") {
             o.megabytes = std::stoi(value);
         } else {
@@ -529,6 +597,8 @@ int main(int argc, char** argv) {
         run_fanout(o);
     } else if (o.mode == "capacity") {
         run_capacity(o);
+    } else if (o.mode == "hold") {
+        run_hold(o);
     } else if (o.mode == "slowreader") {
         run_slowreader(o);
     } else {

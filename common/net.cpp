@@ -62,11 +62,12 @@ static socklen_t length_of(const sockaddr_storage& addr) {
     return addr.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
 }
 
-Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog) {
+Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog, bool share_port) {
     const sockaddr_storage addr = resolve(host, port, true);
     Fd fd = tcp_socket(addr.ss_family);
     int one = 1;
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (share_port) ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), length_of(addr)) < 0) {
         throw std::runtime_error(fmt::format(
             "cannot listen on {}: {}", format_address(reinterpret_cast<const sockaddr*>(&addr)),

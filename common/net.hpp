@@ -51,7 +51,11 @@ sockaddr_storage resolve(const std::string& host, std::uint16_t port, bool passi
 
 // socket() + bind() + listen(), with SO_REUSEADDR so a restarted server does not
 // wait for old connections in TIME_WAIT. Throws std::runtime_error on failure.
-Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog = SOMAXCONN);
+// share_port: SO_REUSEPORT too, so several processes listen on one port (on
+// Linux the kernel spreads the connections over them; macOS lets them bind
+// but gives the connections to one).
+Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog = SOMAXCONN,
+              bool share_port = false);
 
 // A blocking connect(). Throws std::runtime_error saying why it failed.
 // receive_buffer > 0 sets SO_RCVBUF first (it must precede connect to count).

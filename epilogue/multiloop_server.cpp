@@ -644,7 +644,10 @@ int main(int argc, char** argv) {
          .summary = "one libuv loop per core, messages between them",
          .options = {{.name = "--loops",
                       .value = "N",
-                      .help = "        event loops, one thread each (default: one per core)"}}},
+                      .help = "        event loops, one thread each (default: one per core)"},
+                     {.name = "--reuse-port",
+                      .value = "",
+                      .help = "    share the port with other processes (SO_REUSEPORT)"}}},
         {argv, static_cast<std::size_t>(argc)});
     server.trace = logs::Trace(server.options.trace);
     unsigned loops = std::max(1u, std::thread::hardware_concurrency());
@@ -658,7 +661,10 @@ int main(int argc, char** argv) {
     }
 
     try {
-        server.listener = net::listen_tcp(server.options.host, server.options.port);
+        // --reuse-port: several processes on one port, each with its own
+        // descriptor limit (the README's part 2, c100k).
+        server.listener = net::listen_tcp(server.options.host, server.options.port, SOMAXCONN,
+                                          server.options.extra.contains("--reuse-port"));
     } catch (const std::exception& e) {
         log("error: {}", e.what());
         return 1;

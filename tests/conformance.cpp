@@ -1157,6 +1157,30 @@ TEST(IterativeServer, ServesTheSecondClientOnlyAfterTheFirstLeaves) {
     EXPECT_EQ(second.recv_frame(), "second");  // now it is second's turn
 }
 
+// The epilogue's c100k runs several multiloop_server processes on one port:
+// with --reuse-port a second process listens where the first does, and both
+// serve; without it, the port is taken and the second one says so.
+TEST(MultiloopServer, SharesItsPortWithAnotherProcessOnlyWithReusePort) {
+    const auto command = stages::server_command("epilogue_multiloop");
+    Server first(command, {"--reuse-port", "--echo"});
+    const std::string port = std::to_string(first.port);
+    Server second(command, {"--reuse-port", "--echo", "--port", port});
+    EXPECT_EQ(second.port, first.port);
+    for (int i = 0; i < 20; ++i) {  // the kernel spreads them: whichever takes it answers
+        Peer peer(first.host, first.port);
+        peer.send_frame("hello " + std::to_string(i));
+        EXPECT_EQ(peer.recv_frame(), "hello " + std::to_string(i));
+    }
+    EXPECT_TRUE(Contains(first.process.stderr_text(), "connected from"));
+    EXPECT_TRUE(Contains(second.process.stderr_text(), "connected from"))
+        << "20 connections and none reached the second process: is the port shared?";
+    std::vector<std::string> alone = command;
+    alone.insert(alone.end(), {"--port", port, "--echo"});
+    Process third(alone);
+    EXPECT_EQ(describe_exit(third.wait()), "exit 1");
+    EXPECT_TRUE(Contains(third.stderr_text(), "cannot listen"));
+}
+
 // select() cannot watch descriptors >= FD_SETSIZE (1024). The select server
 // must refuse those clients with a log line and keep serving the others.
 // Once exercise 1 of 02 has put poll() in select()'s place (its log says

@@ -397,6 +397,7 @@ def figures(raw):
                      2 * million / limits["file_max"]}
         first = max(walls, key=walls.get)
         f["c1m.first-wall"] = f"{first}, {walls[first] * 100:.0f}% of it"
+        f["c1m.first-wall.short"] = "memory" if first.startswith("memory") else "fs.file-max"
 
     f["goals"] = goal_table(raw, f)
     return f

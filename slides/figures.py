@@ -5,7 +5,8 @@
 
 The charts take their numbers from the measurements, never from this file:
   bench/results/bench.md     idle connections, the stalled receiver, a CPU-bound
-                             handler (all from `./workshop bench`)
+                             handler, the epilogue's system calls per message
+                             (all from `./workshop bench`)
   slides/data/0?-work.json   the timeline (slides/trace_run.py: ./workshop trace's runs)
 The diagrams (the event loop, the callback flow, a coroutine suspending) are
 drawn here too, so that both languages share one layout. Every label is 20
@@ -36,9 +37,12 @@ T = {
         "stalled": "Peak server memory while one client never reads (1 GiB relayed)",
         "families": {"ours": "ours (01–04)", "cpp": "Asio (C++)", "node": "Node.js",
                      "python": "Python (asyncio, uvloop)"},
-        "names": {"03_offload": "03 --offload", "04_offload": "04 --offload"},
+        "names": {"03_offload": "03 --offload", "04_offload": "04 --offload", "uring": "io_uring",
+                  "raw_epoll": "epoll floor"},
         "cpu": "A light client's p99 round trip while a heavy one sends 1 ms CPU frames",
         "cpu_note": "the server on both cores; ./workshop bench",
+        "syscalls": "System calls per echo message (100 connections × 64 B, strace -c)",
+        "syscalls_note": "io_uring: one io_uring_enter submits and reaps many; ./workshop bench",
         "offload": "--offload",
         "loop_title": "The event loop",
         "loop": ["the loop", "(one thread)", "wait: epoll / select", "ready: who can go?",
@@ -65,9 +69,12 @@ T = {
                      "python": "Python (asyncio, uvloop)"},
         # The servers' names in bench.md, in Spanish.
         "names": {"01_threads": "01 hilos", "02_select": "02 select", "03_libuv": "03 libuv",
-                  "04_coro": "04 corrutinas", "03_offload": "03 --offload", "04_offload": "04 --offload"},
+                  "04_coro": "04 corrutinas", "03_offload": "03 --offload", "04_offload": "04 --offload",
+                  "uring": "io_uring", "raw_epoll": "suelo de epoll"},
         "cpu": "p99 de ida y vuelta del cliente ligero (el pesado: 1 ms de CPU por trama)",
         "cpu_note": "el servidor en los dos núcleos; ./workshop bench",
+        "syscalls": "Llamadas al sistema por mensaje de eco (100 conexiones × 64 B, strace -c)",
+        "syscalls_note": "io_uring: un io_uring_enter envía y recoge muchas; ./workshop bench",
         "offload": "--offload",
         "loop_title": "El bucle de eventos",
         "loop": ["el bucle", "(un hilo)", "esperar: epoll / select", "listo: ¿quién sigue?",
@@ -180,6 +187,15 @@ def cpu_bound(md, t):
     p99 = [i for i, h in enumerate(rows[0]) if h == "p99"][-1]
     items = [(r[0], float(r[p99]), "ours" if "offload" not in r[0] else "node") for r in rows[2:] if r[p99] != "--"]
     return bars(t["cpu"], items, lambda v: f"{num(v, 1, t)} ms", t, note=t["cpu_note"])
+
+
+def syscalls(md, t):
+    """The epilogue's completion against readiness: system calls per message,
+    from bench.md's completion table."""
+    rows = table(md, "Epilogue: completion instead of readiness")
+    items = [(r["server"], float(r["system calls per message"]), "floor" if r["server"] == "raw_epoll" else "ours")
+             for r in rows if r["system calls per message"] != "--"]
+    return bars(t["syscalls"], items, lambda v: num(v, 2, t), t, note=t["syscalls_note"])
 
 
 def event_loop(t):
@@ -299,6 +315,7 @@ def main():
     md = (ROOT / "bench/results/bench.md").read_text()
     for lang, t in T.items():
         for name, content in [("memory", memory(md, t)), ("stalled", stalled(md, t)), ("cpu-bound", cpu_bound(md, t)),
+                              ("syscalls", syscalls(md, t)),
                               ("event-loop", event_loop(t)), ("callbacks", callbacks(t)),
                               ("coroutine", coroutine(t)), ("timeline", timeline(t))]:
             path = IMG / f"{name}.{lang}.svg"

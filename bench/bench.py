@@ -526,6 +526,9 @@ def main():
         slow_mb = 1024  # long enough that cutting off the stalled client is a small part of it
 
     cpu_frames = 100 if args.quick else 400
+    if not Path(args.build).exists():
+        sys.exit(f"bench: no build in {args.build}: run ./workshop build release first "
+                 "(./workshop bench does it for you)")
     if args.only:
         raw = load_raw(out / "raw.json")
         if args.only == "cpu":

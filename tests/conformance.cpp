@@ -1172,8 +1172,10 @@ TEST(MultiloopServer, SharesItsPortWithAnotherProcessOnlyWithReusePort) {
         EXPECT_EQ(peer.recv_frame(), "hello " + std::to_string(i));
     }
     EXPECT_TRUE(Contains(first.process.stderr_text(), "connected from"));
+#ifdef __linux__  // (macOS lets both bind, but hands every connection to one)
     EXPECT_TRUE(Contains(second.process.stderr_text(), "connected from"))
         << "20 connections and none reached the second process: is the port shared?";
+#endif
     std::vector<std::string> alone = command;
     alone.insert(alone.end(), {"--port", port, "--echo"});
     Process third(alone);

@@ -50,6 +50,20 @@ static Fd tcp_socket(int family) {
     return fd;
 }
 
+SpareDescriptor::SpareDescriptor() : spare_(::open("/dev/null", O_RDONLY | O_CLOEXEC)) {}
+
+std::string SpareDescriptor::refuse(int listen_fd) {
+    // Only if one waits: on a blocking listener accept() would wait for the next.
+    pollfd waiting{.fd = listen_fd, .events = POLLIN, .revents = 0};
+    if (::poll(&waiting, 1, 0) != 1) return "";
+    spare_.reset();
+    Fd refused{::accept(listen_fd, nullptr, nullptr)};
+    std::string peer = refused ? peer_address(refused.get()) : "";
+    refused.reset();
+    spare_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    return peer;
+}
+
 Fd accept_connection(int listen_fd, bool nonblocking) {
     Fd fd{::accept(listen_fd, nullptr, nullptr)};
     if (!fd) return fd;  // errno says why

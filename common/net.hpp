@@ -87,6 +87,22 @@ void set_nonblocking(int fd);
 // with errno set.
 Fd accept_connection(int listen_fd, bool nonblocking);
 
+// Stage 02's answer to running out of descriptors, for the servers that
+// accept by themselves (the epilogue's): one descriptor kept in reserve. When
+// accept() fails with EMFILE, the waiting connection stays queued and the
+// listener stays readable -- a busy loop. refuse() frees the reserve, accepts
+// that connection and closes it (its client sees it closed instead of
+// hanging), then takes the reserve back. It returns the refused peer's
+// address, or "" if no connection was waiting.
+class SpareDescriptor {
+  public:
+    SpareDescriptor();  // opens /dev/null as the reserve
+    std::string refuse(int listen_fd);
+
+  private:
+    Fd spare_;
+};
+
 // Ignore SIGPIPE for the whole process: a write to a peer that has gone then
 // fails with EPIPE instead of killing us. Every program calls it at start-up
 // (through cli::parse_server / parse_client).

@@ -126,7 +126,7 @@ struct Server {
     std::vector<std::unique_ptr<Loop>> loops;
     // Loop 0's own: the acceptor and the signals.
     net::Fd listener;
-    net::Fd spare_fd;  // kept in reserve for EMFILE, as in stage 02
+    net::SpareDescriptor spare;  // for EMFILE, as in stage 02
     uv_poll_t acceptor;
     uv_signal_t sigint, sigterm;
     int next_id = 1;
@@ -239,17 +239,11 @@ void accept(uv_poll_t* poll, int status, int) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) return;  // no more waiting
             if (errno == EINTR || errno == ECONNABORTED) continue;
             if (errno == EMFILE || errno == ENFILE) {
-                // Stage 02's trick: with no descriptor left the connection
-                // stays queued and the poll fires again at once, forever.
-                // Free the spare, accept and close the connection, take the
-                // spare back.
-                server.spare_fd.reset();
-                net::Fd shed{::accept(server.listener.get(), nullptr, nullptr)};
-                const bool queue_empty = !shed;
-                if (shed) log("out of descriptors: refused {}", net::peer_address(shed.get()));
-                shed.reset();
-                server.spare_fd.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-                if (queue_empty) return;
+                // Out of descriptors: refuse the waiting connection with the
+                // reserve one, as stage 02 does (common/net.hpp).
+                const std::string refused = server.spare.refuse(server.listener.get());
+                if (refused.empty()) return;
+                log("out of descriptors: refused {}", refused);
                 continue;
             }
             return log("accept failed: {}", std::strerror(errno));
@@ -670,7 +664,6 @@ int main(int argc, char** argv) {
         return 1;
     }
     net::set_nonblocking(server.listener.get());
-    server.spare_fd.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     for (unsigned i = 0; i < loops; ++i) {
         server.loops.push_back(std::make_unique<Loop>());
         init_loop(server, *server.loops.back(), static_cast<int>(i), loops);

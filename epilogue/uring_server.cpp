@@ -29,7 +29,6 @@
 // on_writable -> on_write_done) -- the comments say what changed.
 #include <fcntl.h>
 #include <liburing.h>
-#include <poll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -97,7 +96,7 @@ struct Server {
     logs::Trace trace{false};
     io_uring ring;
     net::Fd listener;
-    net::Fd spare_fd;  // kept in reserve for EMFILE, see accept()
+    net::SpareDescriptor spare;  // for EMFILE, see accept()
     // SIGINT and SIGTERM as a descriptor we submit reads on (signalfd).
     net::Fd signals;
     signalfd_siginfo signal_info;  // the signal read's buffer: the kernel's until it completes
@@ -173,17 +172,13 @@ void accept(Server& server, int result) {
     if (!server.stopping) submit_accept(server);  // the next one
     if (result < 0) {
         if (result == -EMFILE || result == -ENFILE) {
-            // Stage 02's trick. The connection stays queued, and the accept
-            // we just submitted would complete at once with EMFILE, forever.
-            // Free the spare, take the connection and close it, take the spare
-            // back. (Only if one is waiting: the listener blocks.)
-            server.spare_fd.reset();
-            pollfd waiting{.fd = server.listener.get(), .events = POLLIN, .revents = 0};
-            if (::poll(&waiting, 1, 0) == 1) {
-                net::Fd shed{::accept(server.listener.get(), nullptr, nullptr)};
-                if (shed) log("out of descriptors: refused {}", net::peer_address(shed.get()));
+            // Out of descriptors: the accept we just submitted would complete
+            // at once with EMFILE again, forever. Refuse the waiting
+            // connection with the reserve descriptor, as stage 02 does.
+            if (const std::string refused = server.spare.refuse(server.listener.get());
+                !refused.empty()) {
+                log("out of descriptors: refused {}", refused);
             }
-            server.spare_fd.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
         } else if (result != -ECANCELED && result != -ECONNABORTED && result != -EINTR) {
             log("accept failed: {}", std::strerror(-result));
         }
@@ -517,7 +512,6 @@ int main(int argc, char** argv) {
         log("error: {}", e.what());
         return 1;
     }
-    server.spare_fd.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     submit_accept(server);
     submit_signal_read(server);
     net::announce_listening(server.listener.get());

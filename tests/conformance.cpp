@@ -1183,6 +1183,17 @@ TEST(MultiloopServer, SharesItsPortWithAnotherProcessOnlyWithReusePort) {
     EXPECT_TRUE(Contains(third.stderr_text(), "cannot listen"));
 }
 
+// --loops takes 1 to 64: anything else is a usage error, said in one line.
+TEST(MultiloopServer, RejectsABadNumberOfLoopsWithExitCode2) {
+    for (const char* loops : {"0", "-3", "65", "two"}) {
+        std::vector<std::string> command = stages::server_command("epilogue_multiloop");
+        command.insert(command.end(), {"--port", "0", "--loops", loops});
+        Process server(command);
+        EXPECT_EQ(describe_exit(server.wait()), "exit 2") << "--loops " << loops;
+        EXPECT_TRUE(Contains(server.stderr_text(), "--loops")) << server.stderr_text();
+    }
+}
+
 // select() cannot watch descriptors >= FD_SETSIZE (1024). The select server
 // must refuse those clients with a log line and keep serving the others.
 // Once exercise 1 of 02 has put poll() in select()'s place (its log says

@@ -45,7 +45,7 @@ class Client {
 
     // The next frame, or nullopt when the server has closed the connection.
     // (Reads the whole frame, never "4 bytes, hopefully".)
-    Coroutine<std::optional<std::string>> read_data() { return frames_->next(); }
+    Coroutine<std::optional<std::string>> read_data() { co_return co_await frames_->next(); }
 
     void finish_sending() { writer_.write_eof(); }
     void close() { writer_.close(); }

@@ -2,26 +2,28 @@
 
 namespace frame {
 
-coro::Coroutine<std::optional<std::string>> FrameReader::next() {
-    while (true) {
-        if (auto payload = decoder_.next()) co_return payload;
-        if (decoder_.failed()) throw FrameError(decoder_.error());
-        if (const std::string_view bytes = reader_.buffered(); !bytes.empty()) {
-            // Straight from the stream's buffer into the decoder.
-            if (on_bytes) on_bytes(bytes.size());
-            decoder_.feed(bytes);
-            reader_.consume(bytes.size());
-            continue;
-        }
-        if (reader_.at_eof()) {
-            if (decoder_.mid_frame())
-                throw coro::IncompleteReadError(decoder_.partial_bytes(), decoder_.partial_needs());
-            co_return std::nullopt;  // a clean end between frames
-        }
-        // An idle connection waits here: on the stream's wait list, with no
-        // frame of its own. The bytes that wake it are in the buffer.
-        co_await reader_.wait_for_data();
+FrameReader::Next FrameReader::next() {
+    coro::WaitList& list = reader_.waiters();  // first: it may find the stream failed
+    return Next(*this, list, decode());
+}
+
+bool FrameReader::decode() {
+    if (const std::string_view bytes = reader_.buffered(); !bytes.empty()) {
+        // Straight from the stream's buffer into the decoder.
+        if (on_bytes) on_bytes(bytes.size());
+        decoder_.feed(bytes);
+        reader_.consume(bytes.size());
     }
+    return decoder_.ready() || decoder_.failed() || reader_.at_eof() || reader_.exception();
+}
+
+std::optional<std::string> FrameReader::take() {
+    if (auto payload = decoder_.next()) return payload;
+    if (decoder_.failed()) throw FrameError(decoder_.error());
+    if (std::exception_ptr e = reader_.exception()) std::rethrow_exception(e);
+    if (decoder_.mid_frame())
+        throw coro::IncompleteReadError(decoder_.partial_bytes(), decoder_.partial_needs());
+    return std::nullopt;  // a clean end between frames
 }
 
 }  // namespace frame

@@ -5,9 +5,15 @@
 //   while (auto payload = co_await frames.next()) { ... }
 //
 // next() ends (nullopt) at a clean end of stream between frames; it throws
-// coro::IncompleteReadError for a stream that ends mid-frame and FrameError
-// for a frame over the limit. Cancelling it loses nothing: bytes stay in the
-// stream's buffer or the decoder.
+// coro::IncompleteReadError for a stream that ends mid-frame, FrameError for
+// a frame over the limit, and coro::ConnectionError after a failed read.
+// Cancelling it loses nothing: bytes stay in the stream's buffer or the
+// decoder.
+//
+// next() is an awaiter, not a coroutine: an idle connection waits in it with
+// no coroutine frame of its own, only this awaiter in the caller's frame.
+// Each time bytes arrive it feeds them to the decoder, and it lets the task
+// be woken only once a whole frame is in (or the stream has ended).
 #pragma once
 
 #include <cstdint>
@@ -30,13 +36,39 @@ class FrameReader {
   public:
     explicit FrameReader(coro::StreamReader reader, std::uint32_t max_frame = default_max_frame)
         : reader_(std::move(reader)), decoder_(max_frame) {}
-    coro::Coroutine<std::optional<std::string>> next();
+
+    class Next;
+    Next next();  // co_await it: the next payload, or nullopt at the end
     // Called with the number of bytes handed to the decoder (for tracing).
     std::function<void(std::size_t)> on_bytes;
 
   private:
+    bool decode();  // feeds the decoder what is buffered; true once next() need not wait
+    std::optional<std::string> take();  // the payload, the end, or the error
     coro::StreamReader reader_;
     Decoder decoder_;
 };
+
+// ANCHOR: next-awaiter
+class FrameReader::Next : public coro::WaitList::Waiter {
+  public:
+    Next(FrameReader& frames, coro::WaitList& list, bool ready)
+        : Waiter(list, ready), frames_(frames) {}
+    // Bytes arrived, or the end: in the libuv callback, decode; wake the
+    // task only if there is something for it. (It never resumes it here.)
+    bool woken() override {
+        if (frames_.decode()) return true;
+        frames_.reader_.waiters();  // not yet: keep reading (it may have stopped)
+        return false;
+    }
+    std::optional<std::string> await_resume() {
+        Waiter::await_resume();  // CancelledError, if cancelled
+        return frames_.take();
+    }
+
+  private:
+    FrameReader& frames_;
+};
+// ANCHOR_END: next-awaiter
 
 }  // namespace frame

@@ -77,11 +77,10 @@ std::shared_ptr<Client> accept(Server& server, coro::StreamWriter writer) {
     // drain() waits above the high-water mark, until below the low one.
     client->writer.set_write_buffer_limits(server.options.limits.max_pending,
                                            server.options.limits.low_water());
-    client->writer.on_written([&server, weak = std::weak_ptr<Client>(client)](std::size_t n) {
-        if (auto c = weak.lock()) {
-            c->last_progress = Clock::now();
-            server.trace.write(c->id, n, c->writer.write_buffer_size());
-        }
+    // (A plain pointer: once ~Client has aborted the writer, no write completes.)
+    client->writer.on_written([&server, c = client.get()](std::size_t n) {
+        c->last_progress = Clock::now();
+        server.trace.write(c->id, n, c->writer.write_buffer_size());
     });
     server.clients.push_back(client);
     log("client {} connected from {}", client->id, client->peer);

@@ -36,6 +36,7 @@ class Decoder {
     // The next complete frame, or nullopt when more bytes are needed (or after
     // an error, which failed() then reports).
     std::optional<std::string> next();
+    bool ready() const { return taken_ < ready_.size(); }  // next() has a frame
 
     bool failed() const { return failed_; }
     // Human-readable reason, e.g. "frame of 4294967295 bytes exceeds the limit of 1048576".

@@ -65,7 +65,7 @@ TEST(FrameReader, ACancelledFrameReaderLosesNothing) {
         waiting.cancel();
         co_await join_cancelled(waiting);
         c.writer.write("go");
-        co_await c.reader.wait_for_data();  // the frame arrives while no FrameReader waits
+        co_await c.reader.waiters().wait();  // the frame arrives while no FrameReader waits
         frame::FrameReader frames(c.reader);
         auto frame = co_await frames.next();
         c.writer.close();

@@ -1,6 +1,5 @@
 // The loop: the ready queue, waits and cancels, run(), timers, signals, the
 // thread pool.
-#include <deque>
 #include <string>
 
 #include <fmt/format.h>
@@ -21,7 +20,8 @@ struct Runtime {
     uv_loop_t loop;
     bool open = false;
     detail::TaskBase* current = nullptr;
-    std::deque<Ready> ready;              // to resume on the loop's next turn
+    std::vector<Ready> ready;             // to resume on the loop's next turn
+    std::vector<Ready> now;               // the turn being run (kept: no allocation per turn)
     detail::Handle* idle = nullptr;       // active while `ready` is not empty
     detail::TaskBase* running = nullptr;  // every task still running, linked through them
     std::uint64_t tasks_created = 0;
@@ -33,7 +33,9 @@ thread_local Runtime runtime;
 // The loop's idle callback: resume what is ready now. What they schedule
 // waits for the next turn, so that I/O callbacks get their share of the loop.
 void on_idle(uv_idle_t*) {
-    for (Ready& r : std::exchange(runtime.ready, {})) {
+    runtime.now.clear();
+    runtime.now.swap(runtime.ready);
+    for (const Ready& r : runtime.now) {
         detail::TaskBase* saved = std::exchange(runtime.current, r.task);
         const std::uint64_t task = r.task ? r.task->number : 0;  // (it may end in its step)
         if (runtime.observer.step) runtime.observer.step(true, task);
@@ -107,12 +109,6 @@ void report_unretrieved(const std::exception_ptr& error) {
     }
 }
 
-void Handle::closed(uv_handle_t* h) {
-    Handle* handle = static_cast<Handle*>(h->data);
-    if (handle->on_closed) handle->on_closed();
-    delete handle;
-}
-
 }  // namespace detail
 
 // ---------------------------------------------------------------------------
@@ -131,9 +127,7 @@ bool WaitList::Waiter::await_suspend(std::coroutine_handle<> h) {
         cancelled_ = true;  // cancelled before it waited: throw at once
         return false;
     }
-    prev_ = std::exchange(list_->tail_, this);  // at the end of the list
-    (prev_ ? prev_->next_ : list_->head_) = this;
-    linked_ = true;
+    link();
     task_->suspended_in = this;  // a cancel interrupts us from now on
     return true;
 }
@@ -172,6 +166,12 @@ WaitList::Waiter::~Waiter() {
     if (task_ && task_->suspended_in == this) task_->suspended_in = nullptr;
 }
 
+void WaitList::Waiter::link() {
+    prev_ = std::exchange(list_->tail_, this);  // at the end of the list
+    (prev_ ? prev_->next_ : list_->head_) = this;
+    linked_ = true;
+}
+
 void WaitList::Waiter::unlink() {
     (prev_ ? prev_->next_ : list_->head_) = next_;
     (next_ ? next_->prev_ : list_->tail_) = prev_;
@@ -180,9 +180,18 @@ void WaitList::Waiter::unlink() {
 }
 
 void WaitList::wake_all() {
-    while (Waiter* w = head_) {
-        w->unlink();
-        detail::schedule(w->me_, w->task_);  // never resumed here: rule 2
+    Waiter* w = std::exchange(head_, nullptr);
+    tail_ = nullptr;
+    while (w) {
+        Waiter* next = std::exchange(w->next_, nullptr);
+        w->prev_ = nullptr;
+        w->linked_ = false;
+        if (w->woken()) {
+            detail::schedule(w->me_, w->task_);  // never resumed here: rule 2
+        } else {
+            w->link();  // it declined: back on the list, at its end
+        }
+        w = next;
     }
 }
 
@@ -232,8 +241,8 @@ void finish_tasks() {
 void close_loop() {
     auto close = [](uv_handle_t* h, void*) {
         // One already closing may be anybody's (its data is then not ours to
-        // read); every other one left open is one of our Handles.
-        if (!uv_is_closing(h)) static_cast<Handle*>(h->data)->close();
+        // read); every other one left open is ours: a Handle, or a stream.
+        if (!uv_is_closing(h)) static_cast<HandleOwner*>(h->data)->close_handle();
     };
     uv_walk(&runtime.loop, close, nullptr);
     uv_run(&runtime.loop, UV_RUN_DEFAULT);
@@ -274,7 +283,7 @@ Timer::Timer(std::chrono::milliseconds delay, std::function<void()> fire)
 }
 
 Timer::~Timer() {
-    handle_->close();  // a closing timer never fires
+    handle_->close_handle();  // a closing timer never fires
 }
 
 Coroutine<void> run_in_pool(std::function<void()> work) {
@@ -333,7 +342,7 @@ SignalWatch::SignalWatch(const std::vector<int>& signals) {
 
 SignalWatch::~SignalWatch() {
     for (auto* h : handles_)
-        h->close();  // (which stops the watcher: no more calls to us)
+        h->close_handle();  // (which stops the watcher: no more calls to us)
 }
 
 Coroutine<int> SignalWatch::wait() {

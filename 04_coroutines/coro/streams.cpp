@@ -38,10 +38,13 @@ struct Source {
 };
 
 // A libuv stream (a TCP socket, a listener, stdin as a tty or pipe) and what
-// its reader and writer share. Its Handle is on the heap; the Stream closes
-// it when the last reader or writer lets go.
-struct Stream : Source, std::enable_shared_from_this<Stream> {
-    Handle* handle;  // null once closing
+// its reader and writer share. The handle is in the same object (StreamOf,
+// below), and so are its buffers: one allocation per connection. When the
+// last reader or writer lets go, release() closes the handle, and the memory
+// goes in the close callback (rule 1).
+struct Stream : Source, HandleOwner, std::enable_shared_from_this<Stream> {
+    uv_stream_t* handle;  // null once closing
+    std::shared_ptr<Stream> closing;  // ourselves, while libuv closes the handle
     bool reading = false, flushing = false, closed = false;
     // What is written goes into `pending`, one growing buffer, however small
     // the writes: one uv_write per write would cost a request each. At most
@@ -56,14 +59,15 @@ struct Stream : Source, std::enable_shared_from_this<Stream> {
     // out after every byte written before -- then the handle closes, if
     // close() asked for it.
     bool ending = false, close_when_ended = false;
-    WaitList drainers, closers;
+    WaitList drainers;  // drain() and wait_closed(): each checks what it waits for
     std::function<void(std::size_t)> on_written;
 
-    explicit Stream(Handle* h);
-    ~Stream() override;
+    explicit Stream(uv_stream_t* h) : handle(h) {}
+    static void release(Stream* s);  // the shared_ptr's deleter
+    void close_handle() override { abort(); }
     void want_more() override;
     void stop_reading() {
-        if (reading && handle) uv_read_stop(&handle->uv.stream);
+        if (reading && handle) uv_read_stop(handle);
         reading = false;
     }
     std::size_t queued() const { return pending.size() + in_flight.size(); }
@@ -79,21 +83,24 @@ struct Stream : Source, std::enable_shared_from_this<Stream> {
     void write_failed(int rc);
 };
 
-Stream::Stream(Handle* h) : handle(h) {
-    h->owner = this;
-    h->on_closed = [this] {  // run() closed it, or abort() did
-        handle = nullptr;
-        closed = eof = true;
-        readers.wake_all();
-        drainers.wake_all();
-        closers.wake_all();
-    };
+// A stream and its handle, of one of libuv's stream types (uv_tcp_t...).
+template <typename H>
+struct StreamOf : Stream {
+    H uv{};
+    StreamOf() : Stream(reinterpret_cast<uv_stream_t*>(&uv)) {
+        uv.data = static_cast<HandleOwner*>(this);  // (once `uv` is made: H uv{} zeroes it)
+    }
+};
+
+template <typename S>
+std::shared_ptr<S> make_stream() {
+    return std::shared_ptr<S>(new S, &Stream::release);
 }
 
-Stream::~Stream() {
-    if (!handle) return;
-    handle->on_closed = nullptr;  // we are gone: nobody to tell
-    handle->close();
+void Stream::release(Stream* s) {
+    if (!s->handle) return delete s;  // closed (while closing, `closing` holds us)
+    uv_close(reinterpret_cast<uv_handle_t*>(s->handle),
+             [](uv_handle_t* h) { delete holder_of<Stream>(h); });
 }
 
 // ANCHOR: read-callback
@@ -104,7 +111,7 @@ void Stream::want_more() {
         *buf = uv_buf_init(scratch, sizeof scratch);
     };
     auto on_read = [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-        auto* self = Handle::owner_of<Stream>(s);
+        auto* self = holder_of<Stream>(s);
         if (n == 0) return;  // nothing this time (EAGAIN)
         if (n < 0 || self->received.size() + static_cast<std::size_t>(n) >= read_limit)
             self->stop_reading();  // the end; or backpressure: the reader is behind
@@ -112,7 +119,7 @@ void Stream::want_more() {
         self->arrived({buf->base, static_cast<std::size_t>(std::max<ssize_t>(n, 0))},
                       static_cast<int>(std::min<ssize_t>(n, 0)));
     };
-    error = uv_read_start(&handle->uv.stream, alloc, on_read);
+    error = uv_read_start(handle, alloc, on_read);
     reading = error == 0;
 }
 // ANCHOR_END: read-callback
@@ -136,7 +143,7 @@ void Stream::flush() {
     auto* w = new Write{.req = {}, .stream = shared_from_this()};
     w->req.data = w;
     uv_buf_t buf = uv_buf_init(in_flight.data(), static_cast<unsigned>(in_flight.size()));
-    const int rc = uv_write(&w->req, &handle->uv.stream, &buf, 1, [](uv_write_t* req, int status) {
+    const int rc = uv_write(&w->req, handle, &buf, 1, [](uv_write_t* req, int status) {
         std::unique_ptr<Write> done(static_cast<Write*>(req->data));
         Stream& s = *done->stream;
         const std::size_t n = s.in_flight.size();
@@ -193,7 +200,7 @@ void Stream::send_shutdown() {
     op->req.data = op;
     // Its callback comes once every write handed to libuv has gone out. Read
     // close_when_ended then, not now: close() may come in between.
-    if (uv_shutdown(&op->req, &handle->uv.stream, [](uv_shutdown_t* req, int) {
+    if (uv_shutdown(&op->req, handle, [](uv_shutdown_t* req, int) {
             std::unique_ptr<Shutdown> done(static_cast<Shutdown*>(req->data));
             if (done->stream->close_when_ended) done->stream->abort();
         }) != 0) {
@@ -216,27 +223,32 @@ void Stream::close() {
 void Stream::abort() {
     if (!handle) return;
     pending.clear();  // dropped; `in_flight` is libuv's until its callback (UV_ECANCELED)
-    // Stay alive until libuv lets go: on_closed tells wait_closed().
-    handle->on_closed = [self = shared_from_this(), tell = std::move(handle->on_closed)] {
-        tell();
-    };
-    std::exchange(handle, nullptr)->close();  // a pending write ends with UV_ECANCELED first
+    closing = shared_from_this();  // alive until libuv lets go
+    // A pending write ends with UV_ECANCELED first; then the close callback.
+    uv_close(reinterpret_cast<uv_handle_t*>(std::exchange(handle, nullptr)), [](uv_handle_t* h) {
+        auto* self = holder_of<Stream>(h);
+        self->closed = self->eof = true;
+        self->readers.wake_all();
+        self->drainers.wake_all();
+        self->closing.reset();  // may free us: nothing after this
+    });
 }
 
 std::string Stream::address(bool peer) const {
-    if (!handle || handle->uv.handle.type != UV_TCP) return "?";  // closed, or stdin
-    return peer ? net::peer_of(&handle->uv.tcp) : net::local_of(&handle->uv.tcp);
+    if (!handle || handle->type != UV_TCP) return "?";  // closed, or stdin
+    const auto* tcp = reinterpret_cast<const uv_tcp_t*>(handle);
+    return peer ? net::peer_of(tcp) : net::local_of(tcp);
 }
 
-std::shared_ptr<Stream> tcp_stream() {
-    auto* h = new Handle;
-    uv_tcp_init(uv_loop(), &h->uv.tcp);
-    return std::make_shared<Stream>(h);
+std::shared_ptr<StreamOf<uv_tcp_t>> tcp_stream() {
+    auto s = make_stream<StreamOf<uv_tcp_t>>();
+    uv_tcp_init(uv_loop(), &s->uv);
+    return s;
 }
 
 Coroutine<void> wait_closed(std::shared_ptr<Stream> s) {
     while (!s->closed)
-        co_await s->closers.wait();
+        co_await s->drainers.wait();
 }
 
 // stdin as a regular file: read on the thread pool, a chunk each time a
@@ -296,20 +308,27 @@ void StreamReader::set_limit(std::size_t bytes) {
     s_->line_limit = bytes;
 }
 
-// ANCHOR: wait-for-data
-WaitList::Waiter StreamReader::wait_for_data() {
-    if (s_->error) throw ConnectionError(uv_strerror(s_->error), s_->error);
-    s_->want_more();
-    // Nothing more can come (the end, or a read that could not even start):
-    // no wait, or nothing would ever wake us.
-    return s_->readers.wait_unless(s_->eof || s_->error != 0);
+std::exception_ptr StreamReader::exception() const {
+    if (!s_->error) return nullptr;
+    return std::make_exception_ptr(ConnectionError(uv_strerror(s_->error), s_->error));
 }
-// ANCHOR_END: wait-for-data
 
+// ANCHOR: wait-list
+WaitList& StreamReader::waiters() {
+    s_->want_more();
+    return s_->readers;
+}
+// ANCHOR_END: wait-list
+
+// Until more bytes are buffered; false once none can come (the end, or a
+// failed read: then ConnectionError).
 Coroutine<bool> StreamReader::more() {
     const std::size_t before = s_->received.size();
-    while (s_->received.size() == before && !s_->eof)
-        co_await wait_for_data();
+    while (s_->received.size() == before && !s_->eof && !s_->error) {
+        WaitList& list = waiters();  // (a read that cannot start sets error: no wait)
+        co_await list.wait_unless(s_->error != 0);
+    }
+    if (std::exception_ptr e = exception()) std::rethrow_exception(e);
     co_return s_->received.size() > before;
 }
 
@@ -411,24 +430,23 @@ Coroutine<Connection> open_connection(std::string host, std::uint16_t port) {
     using Connect = Request<uv_connect_t, int>;
     auto op = std::make_unique<Connect>();
     Future<int> status = op->future;
-    int rc = uv_tcp_connect(&op->req, &stream->handle->uv.tcp, a, [](uv_connect_t* req, int st) {
+    int rc = uv_tcp_connect(&op->req, &stream->uv, a, [](uv_connect_t* req, int st) {
         Connect::owner(req)->future.set_result(st);
     });
     if (rc == 0) {
         op.release();
-        rc = co_await status;  // cancelled: ~Stream closes the handle
+        rc = co_await status;  // cancelled: release() closes the handle
     }
     if (rc < 0) {
         throw ConnectionError(
             fmt::format("cannot connect to {}: {}", net::format_address(a), uv_strerror(rc)), rc);
     }
-    uv_tcp_nodelay(&stream->handle->uv.tcp, 1);
+    uv_tcp_nodelay(&stream->uv, 1);
     co_return Connection{detail::Open::reader(stream), detail::Open::writer(stream)};
 }
 
 // A listener is a Stream too: the same handle ownership, close and wait_closed.
-struct Server::State : detail::Stream {
-    using Stream::Stream;
+struct Server::State : detail::StreamOf<uv_tcp_t> {
     Handler handler;
     TaskGroup connections;
 };
@@ -445,27 +463,25 @@ Coroutine<void> Server::wait_closed() {
 
 Coroutine<Server> start_server(Server::Handler handler, std::string host, std::uint16_t port,
                                TaskGroup connections) {
-    auto* h = new detail::Handle;
-    uv_tcp_init(uv_loop(), &h->uv.tcp);
-    auto s = std::make_shared<Server::State>(h);
+    auto s = detail::make_stream<Server::State>();
+    uv_tcp_init(uv_loop(), &s->uv);
     s->handler = std::move(handler);
     s->connections = std::move(connections);
     auto on_connection = [](uv_stream_t* listener, int status) {
-        auto* self =
-            static_cast<Server::State*>(detail::Handle::owner_of<detail::Stream>(listener));
+        auto* self = static_cast<Server::State*>(detail::holder_of<detail::Stream>(listener));
         auto stream = detail::tcp_stream();
-        if (status == 0) status = uv_accept(listener, &stream->handle->uv.stream);
+        if (status == 0) status = uv_accept(listener, stream->handle);
         if (status != 0) {
             fmt::print(stderr, "accept: {}\n", uv_strerror(status));
-            return;  // ~Stream closes the handle
+            return;  // (the last reference goes: release() closes the handle)
         }
-        uv_tcp_nodelay(&stream->handle->uv.tcp, 1);
+        uv_tcp_nodelay(&stream->uv, 1);
         // One task per connection, in the server's group: its owner waits for
         // them all. An exception a handler lets out is reported.
         self->connections.create_task(
             self->handler(detail::Open::reader(stream), detail::Open::writer(stream)));
     };
-    net::listen_uv(&h->uv.tcp, host, port, on_connection);  // or throws, saying why
+    net::listen_uv(&s->uv, host, port, on_connection);  // or throws, saying why
     co_return detail::Open::server(s);
 }
 
@@ -473,14 +489,15 @@ StreamReader open_stdin() {
     const uv_handle_type type = uv_guess_handle(STDIN_FILENO);
     if (type != UV_TTY && type != UV_NAMED_PIPE)  // a regular file, /dev/null...
         return detail::Open::reader(std::make_shared<detail::FileSource>());
-    auto* h = new detail::Handle;
     if (type == UV_TTY) {
-        uv_tty_init(uv_loop(), &h->uv.tty, STDIN_FILENO, 1);
-    } else {
-        uv_pipe_init(uv_loop(), &h->uv.pipe, 0);
-        uv_pipe_open(&h->uv.pipe, STDIN_FILENO);
+        auto tty = detail::make_stream<detail::StreamOf<uv_tty_t>>();
+        uv_tty_init(uv_loop(), &tty->uv, STDIN_FILENO, 1);
+        return detail::Open::reader(tty);
     }
-    return detail::Open::reader(std::make_shared<detail::Stream>(h));
+    auto pipe = detail::make_stream<detail::StreamOf<uv_pipe_t>>();
+    uv_pipe_init(uv_loop(), &pipe->uv, 0);
+    uv_pipe_open(&pipe->uv, STDIN_FILENO);
+    return detail::Open::reader(pipe);
 }
 
 }  // namespace coro

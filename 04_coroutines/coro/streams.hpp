@@ -75,13 +75,15 @@ class StreamReader {
     void set_limit(std::size_t bytes);
     bool at_eof() const;  // the stream has ended and nothing is left buffered
 
-    // For parsers that work on the buffer in place (frame_reader.hpp):
+    // For a parser that works on the buffer in place (frame_reader.hpp):
     std::string_view buffered() const;  // received, not consumed yet
     void consume(std::size_t n);        // O(1): an offset moves
-    // Until more bytes are buffered or the stream ends (at_eof() says which).
-    // A wait with no coroutine frame of its own: what an idle connection
-    // waits in, so it costs little. ConnectionError after a failed read.
-    WaitList::Waiter wait_for_data();
+    // A ConnectionError once a read has failed (asyncio's exception()).
+    std::exception_ptr exception() const;
+    // The list that arriving bytes, the end or a failed read wake -- for a
+    // parser's own awaiter, with no coroutine frame: what an idle connection
+    // waits in, so it costs little. Reading (re)starts: someone will wait.
+    WaitList& waiters();
 
   private:
     friend struct detail::Open;

@@ -60,27 +60,40 @@ struct Request {
 
 namespace detail {
 
-// A libuv handle (a socket, a timer, a signal) on the heap, by the same rule
-// as a Request: close() asks libuv to close it, and its memory goes in the
-// close callback, never earlier. run() closes any left open at its end.
-struct Handle {
-    uv_any_handle uv{};               // uv.handle.data points back here
-    void* owner = nullptr;            // the object its callbacks are for
-    std::function<void()> on_closed;  // optional, runs in the close callback
+// What a libuv handle's `data` points to: through it, run() closes every
+// handle left open at its end.
+struct HandleOwner {
+    virtual void close_handle() = 0;
 
-    Handle() { uv.handle.data = this; }
-    void close() {
-        if (!uv_is_closing(&uv.handle)) uv_close(&uv.handle, closed);
+  protected:
+    ~HandleOwner() = default;
+};
+
+template <typename T>
+T* holder_of(void* uv_handle) {  // in callbacks: the object that holds the handle
+    return static_cast<T*>(static_cast<HandleOwner*>(static_cast<uv_handle_t*>(uv_handle)->data));
+}
+
+// A libuv handle (a timer, a signal) on the heap, by the same rule as a
+// Request: close_handle() asks libuv to close it, and its memory goes in the
+// close callback, never earlier. (A stream holds its handle itself:
+// streams.cpp.)
+struct Handle final : HandleOwner {
+    uv_any_handle uv{};
+    void* owner = nullptr;  // the object its callbacks are for
+
+    Handle() { uv.handle.data = static_cast<HandleOwner*>(this); }
+    void close_handle() override {
+        if (!uv_is_closing(&uv.handle))
+            uv_close(&uv.handle, [](uv_handle_t* h) { delete holder_of<Handle>(h); });
     }
     template <typename T>
     static T* owner_of(void* uv_handle) {  // in callbacks: the object they are for
-        return static_cast<T*>(
-            static_cast<Handle*>(static_cast<uv_handle_t*>(uv_handle)->data)->owner);
+        return static_cast<T*>(holder_of<Handle>(uv_handle)->owner);
     }
 
   private:
-    ~Handle() = default;                 // only closed() deletes
-    static void closed(uv_handle_t* h);  // runs on_closed, then deletes
+    ~Handle() = default;  // only the close callback deletes
 };
 
 }  // namespace detail

@@ -64,12 +64,18 @@ class WaitList::Waiter {
     // What a cancel does to this wait: here, leave the list and throw.
     // Overridden by a wait that must outlive the cancel (awaiting a Task).
     virtual void interrupt();
+    // What a wake_all() does to this wait: here, accept it (the task goes to
+    // the ready queue). A wait that checks a condition of its own may say no,
+    // and stays on the list -- it runs inside whatever woke it (a libuv
+    // callback, say): it may look and consume, never resume (frame_reader.cpp).
+    virtual bool woken() { return true; }
 
   protected:
     bool linked() const { return linked_; }
 
   private:
     friend class WaitList;
+    void link();
     void unlink();
     WaitList* list_;
     bool ready_, linked_ = false, cancelled_ = false;

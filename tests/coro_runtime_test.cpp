@@ -839,6 +839,34 @@ Eager park_on(coro::WaitList& list, int& woken) {
 
 // A frame destroyed while parked leaves its wait list: a later wake_all must
 // not touch the freed awaiter (or resume the destroyed frame).
+// A wait may decline a wake-up (woken() says no): it stays on the list, in
+// the callback that woke it, and the next wake_all() asks it again. This is
+// how FrameReader::next() waits for a whole frame, not just for bytes.
+struct SecondWakeUp : coro::WaitList::Waiter {
+    SecondWakeUp(coro::WaitList& list, int& asked) : Waiter(list, false), asked_(asked) {}
+    bool woken() override { return ++asked_ == 2; }
+    int& asked_;
+};
+SecondWakeUp wait_for_second_wake_up(coro::WaitList& list, int& asked) {
+    return SecondWakeUp(list, asked);  // (from a function: see CompilerTraps)
+}
+
+TEST(WaitList, AWaitThatDeclinesAWakeUpStaysOnTheList) {
+    auto main = []() -> Coroutine<int> {
+        coro::WaitList list;
+        int asked = 0;
+        auto waker = coro::create_task([&]() -> Coroutine<void> {
+            list.wake_all();  // declined: still waiting
+            list.wake_all();  // taken
+            co_return;
+        });
+        co_await wait_for_second_wake_up(list, asked);
+        co_await waker;
+        co_return asked;
+    };
+    EXPECT_EQ(coro::run(main()), 2);
+}
+
 TEST(WaitList, AWaiterWhoseFrameIsDestroyedLeavesTheList) {
     auto main = []() -> Coroutine<int> {
         coro::WaitList list;

@@ -43,7 +43,7 @@ struct Source {
 // last reader or writer lets go, release() closes the handle, and the memory
 // goes in the close callback (rule 1).
 struct Stream : Source, HandleOwner, std::enable_shared_from_this<Stream> {
-    uv_stream_t* handle;  // null once closing
+    uv_stream_t* handle;              // null once closing
     std::shared_ptr<Stream> closing;  // ourselves, while libuv closes the handle
     bool reading = false, flushing = false, closed = false;
     // What is written goes into `pending`, one growing buffer, however small
@@ -313,12 +313,10 @@ std::exception_ptr StreamReader::exception() const {
     return std::make_exception_ptr(ConnectionError(uv_strerror(s_->error), s_->error));
 }
 
-// ANCHOR: wait-list
 WaitList& StreamReader::waiters() {
     s_->want_more();
     return s_->readers;
 }
-// ANCHOR_END: wait-list
 
 // Until more bytes are buffered; false once none can come (the end, or a
 // failed read: then ConnectionError).

@@ -16,6 +16,7 @@ import os
 import resource
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -80,9 +81,9 @@ def servers(build):
 MALLOC_TUNING = "glibc.malloc.trim_threshold=268435456"
 
 
-def start(command, extra, cpus="0"):
+def start(command, extra, cpus="0", env=None):
     """Start a server on CPU 0 (or `cpus`) and wait for its ready line (never a sleep)."""
-    env = dict(os.environ, GLIBC_TUNABLES=MALLOC_TUNING)
+    env = dict(os.environ, GLIBC_TUNABLES=MALLOC_TUNING, **(env or {}))
     proc = subprocess.Popen(["taskset", "-c", cpus, *command, "--port", "0", *extra], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline().strip()
@@ -312,6 +313,54 @@ def run_multiloop(build, rounds, warmup, duration, progress):
     return runs
 
 
+CENSUS = ["03_libuv", "04_coro"]  # the two libuv stages: callbacks against coroutines
+
+
+def run_census(found, build, progress, connections=1000):
+    """What one idle connection holds on the heap, block by block: the server
+    runs with bench/heap_census.cpp preloaded, which counts live blocks by
+    size between two signals; `connections` idle echo connections open in
+    between. Blocks counted about once per connection are that connection's.
+    (Its own sleeps give the server time to accept: this is a census, not a
+    timing.)"""
+    library = Path(build) / "bench/libheap_census.so"
+    census = {}
+    if not library.exists():
+        return {"error": "no bench/libheap_census.so (Linux and glibc only)"}
+    for name in CENSUS:
+        progress.step(f"census of {connections} idle connections: {name}")
+        if name not in found:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "census.txt"
+            proc, port = start(found[name], ["--echo"], env={"LD_PRELOAD": str(library),
+                                                             "HEAP_CENSUS_OUT": str(out)})
+            warm = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
+            time.sleep(0.5)  # the first connections' one-time allocations are made
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(0.2)
+            idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(connections)]
+            time.sleep(1.0)  # accepted and waiting for a frame
+            proc.send_signal(signal.SIGUSR2)
+            for _ in range(50):
+                if out.exists() and out.stat().st_size > 0:
+                    break
+                time.sleep(0.1)
+            counts = {}
+            if out.exists():
+                counts = {int(a): int(b) for a, b in (line.split() for line in out.read_text().splitlines())}
+            for sock in warm + idle:
+                sock.close()
+            stop(proc)
+        # A connection's blocks: counted (about) once per connection; the
+        # rest is noise from the loop's own growth (a vector doubling...).
+        blocks = [[size, count] for size, count in sorted(counts.items(), key=lambda kv: -kv[0])
+                  if abs(count - connections) <= connections // 50]
+        census[name] = {"connections": connections, "blocks": blocks,
+                        "all_bytes": sum(size * count for size, count in counts.items())}
+    return census
+
+
 COMPLETION = ["uring", "03_libuv", "raw_epoll"]  # the epilogue's part 3, and what it is measured against
 
 
@@ -502,7 +551,7 @@ def main():
     parser.add_argument("--out", help="where to write (default bench/results, or bench/results/quick)")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--report", action="store_true", help="only rewrite the tables and plots from raw.json")
-    parser.add_argument("--only", choices=["cpu", "slow", "trace", "multiloop", "completion", "c100k"],
+    parser.add_argument("--only", choices=["cpu", "slow", "trace", "multiloop", "completion", "c100k", "census"],
                         help="run one workload again and merge it into the existing raw.json")
     args = parser.parse_args()
     # A quick run never overwrites the full results that the slides show.
@@ -536,6 +585,8 @@ def main():
             raw["cpu_bound"] = [[list(k), v] for k, v in cpu.items()]
         elif args.only == "multiloop":
             raw["multiloop"] = run_multiloop(args.build, rounds, warmup, duration, Progress(4 * rounds))
+        elif args.only == "census":
+            raw["census"] = run_census(found, args.build, Progress(len(CENSUS)))
         elif args.only == "c100k":
             raw["c100k"] = run_c100k(args.build, 6000 if args.quick else 100_000, Progress(3))
         elif args.only == "completion":
@@ -564,7 +615,8 @@ def main():
     fanout = {}   # (name, receivers) -> [results]
     notes = dict(skipped)
     total = (rounds * len(found) * (len(echo_cases) + len(fanout_cases)) + 2 * rounds * len(found)
-             + 2 * len(SMALL_FRAMES_FOR) + 12 + 3 * rounds * len(TRACED) + 4 * rounds + 3 * rounds + 3 + 3)
+             + 2 * len(SMALL_FRAMES_FOR) + 12 + 3 * rounds * len(TRACED) + 4 * rounds + 3 * rounds + 3 + 3
+             + len(CENSUS))
     progress = Progress(total)
 
     for round_ in range(rounds):
@@ -612,6 +664,8 @@ def main():
 
     c100k = run_c100k(args.build, 6000 if args.quick else 100_000, progress)
 
+    census = run_census(found, args.build, progress)
+
     capacity = {}
     for name, command in found.items():
         progress.step(f"capacity up to {capacity_max} idle connections: {name}")
@@ -625,7 +679,7 @@ def main():
 
     raw = dict(names=list(found), notes=notes, echo=echo, fanout=fanout, capacity=capacity, slow=slow,
                cpu_bound=[[list(k), v] for k, v in cpu.items()], trace_cost=trace_cost,
-               multiloop=multiloop, completion=completion, c100k=c100k, slow_mb=slow_mb, echo_cases=echo_cases, fanout_cases=fanout_cases, rounds=rounds,
+               multiloop=multiloop, completion=completion, c100k=c100k, census=census, slow_mb=slow_mb, echo_cases=echo_cases, fanout_cases=fanout_cases, rounds=rounds,
                quick=args.quick, machine=machine())
     save_raw(out / "raw.json", raw)
     write_results(out, **raw)
@@ -662,7 +716,7 @@ def fmt_rate(v):
 
 def write_results(out, names, notes, echo, fanout, capacity, slow, slow_mb, echo_cases, fanout_cases,
                   rounds, quick, machine, cpu_bound=None, trace_cost=None,
-                  multiloop=None, completion=None, c100k=None):
+                  multiloop=None, completion=None, c100k=None, census=None):
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Benchmark results{' (quick run)' if quick else ''}", "",
              f"One run, {machine['date']}: {machine['cpu']}, {machine['cpus']} CPUs, "
@@ -940,6 +994,21 @@ def write_results(out, names, notes, echo, fanout, capacity, slow, slow_mb, echo
                       f"{(after['tcp_mem_pages'] - before['tcp_mem_pages']) * 4096 / n:,.0f} |"]
         else:
             lines.append(f"Not measured: {c100k.get('error', '?')}")
+
+    # What an idle connection holds.
+    if census and not census.get("error"):
+        lines += ["", "## What an idle connection holds: heap blocks", "",
+                  "The server with `bench/heap_census.cpp` preloaded: the live heap blocks counted once per "
+                  "idle connection (usable size: what malloc gives, less its 8-byte header).", "",
+                  "| server | connections | blocks per connection (bytes) | total per connection |",
+                  "|---|---|---|---|"]
+        for name, c in census.items():
+            blocks = c["blocks"]
+            total = sum(size * count for size, count in blocks) / c["connections"]
+            lines.append(f"| {name} | {c['connections']:,} | {' + '.join(str(size) for size, _ in blocks) or '--'} | "
+                         f"{total:,.0f} B |")
+    elif census:
+        lines += ["", "## What an idle connection holds: heap blocks", "", f"Not measured: {census['error']}"]
 
     # Capacity.
     lines += ["", "## Idle connections: server memory", "",

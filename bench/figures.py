@@ -358,6 +358,16 @@ def figures(raw):
             for call in ("io_uring_enter", "epoll_wait", "read", "write", "epoll_ctl"):
                 f[f"completion.syscalls.{name}.{call}"] = f"{calls.get(call, 0):.2f}"
 
+    # What an idle connection holds, block by block (the census workload).
+    for name, c in (raw.get("census") or {}).items():
+        if not isinstance(c, dict) or not c.get("blocks"):
+            continue
+        sizes = [size for size, _ in c["blocks"]]
+        f[f"census.{name}.blocks"] = " + ".join(f"{v:,}" for v in sizes)
+        f[f"census.{name}.count"] = f"{len(sizes)}"
+        f[f"census.{name}.largest"] = f"{sizes[0]:,} B"
+        f[f"census.{name}.total"] = f"{sum(size * n for size, n in c['blocks']) / c['connections']:,.0f} B"
+
     # The epilogue's c100k, and c1M on paper from the same readings.
     c = raw.get("c100k") or {}
     if c.get("ok"):

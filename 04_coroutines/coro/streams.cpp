@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -83,6 +84,27 @@ struct Stream : Source, HandleOwner, std::enable_shared_from_this<Stream> {
     void write_failed(int rc);
 };
 
+// Write requests, kept for the next write once done: a busy server makes one
+// per write, and malloc is not free. (At most `spares` kept, per thread:
+// 192 KiB.)
+constexpr std::size_t spares = 1024;
+thread_local std::vector<std::unique_ptr<uv_write_t>> spare_writes;
+
+uv_write_t* take_write_request() {
+    if (spare_writes.empty()) return new uv_write_t;
+    uv_write_t* req = spare_writes.back().release();
+    spare_writes.pop_back();
+    return req;
+}
+
+void give_back(uv_write_t* req) {
+    if (spare_writes.size() < spares) {
+        spare_writes.emplace_back(req);
+    } else {
+        delete req;
+    }
+}
+
 // A stream and its handle, of one of libuv's stream types (uv_tcp_t...).
 template <typename H>
 struct StreamOf : Stream {
@@ -99,7 +121,7 @@ std::shared_ptr<S> make_stream() {
 
 void Stream::release(Stream* s) {
     if (!s->handle) return delete s;  // closed (while closing, `closing` holds us)
-    uv_close(reinterpret_cast<uv_handle_t*>(s->handle),
+    uv_close(reinterpret_cast<uv_handle_t*>(std::exchange(s->handle, nullptr)),
              [](uv_handle_t* h) { delete holder_of<Stream>(h); });
 }
 
@@ -133,19 +155,16 @@ void Stream::write(std::string_view bytes) {
 void Stream::flush() {
     if (!in_flight.empty() || pending.empty() || !handle || write_error) return;
     std::swap(in_flight, pending);  // (pending is empty now)
-    // The request owns itself and keeps the stream -- and so `in_flight` --
-    // alive until its callback: libuv reads those bytes until then, whatever
-    // the task that wrote them does meanwhile, even if it is cancelled and gone.
-    struct Write {
-        uv_write_t req;
-        std::shared_ptr<Stream> stream;
-    };
-    auto* w = new Write{.req = {}, .stream = shared_from_this()};
-    w->req.data = w;
+    // libuv reads `in_flight` until the callback, whatever the task that
+    // wrote it does meanwhile, even if it is cancelled and gone: the stream
+    // outlives the request, since its memory goes only in the close
+    // callback, and libuv calls back every write (UV_ECANCELED) before that.
+    uv_write_t* req = take_write_request();
+    req->data = this;
     uv_buf_t buf = uv_buf_init(in_flight.data(), static_cast<unsigned>(in_flight.size()));
-    const int rc = uv_write(&w->req, handle, &buf, 1, [](uv_write_t* req, int status) {
-        std::unique_ptr<Write> done(static_cast<Write*>(req->data));
-        Stream& s = *done->stream;
+    const int rc = uv_write(req, handle, &buf, 1, [](uv_write_t* done, int status) {
+        Stream& s = *static_cast<Stream*>(done->data);
+        give_back(done);
         const std::size_t n = s.in_flight.size();
         // Keep a small buffer for the next write; give a big one back, so a
         // burst does not pin its memory for the life of the connection.
@@ -157,13 +176,13 @@ void Stream::flush() {
         if (status == 0) {
             if (s.on_written) s.on_written(n);
             s.flush();                        // the next write: everything written meanwhile
-        } else if (status != UV_ECANCELED) {  // (cancelled: abort() closed the handle)
+        } else if (status != UV_ECANCELED) {  // (cancelled: the handle is closing)
             s.write_failed(status);
         }
         if (s.queued() <= s.low_water || s.write_error) s.drainers.wake_all();
     });
     if (rc != 0) {
-        delete w;
+        give_back(req);
         return write_failed(rc);
     }
     // write_eof() or close() came while these were pending: the end of stream

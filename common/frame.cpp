@@ -37,9 +37,7 @@ void Decoder::feed(std::string_view chunk) {
             // Check the limit *before* reserving anything: a hostile 0xFFFFFFFF
             // header must not make us allocate 4 GiB.
             if (expected_ > max_frame_) {
-                failed_ = true;
-                error_ =
-                    fmt::format("frame of {} bytes exceeds the limit of {}", expected_, max_frame_);
+                failed_ = true;  // (error() says why)
                 return;
             }
             payload_.reserve(expected_);
@@ -53,6 +51,11 @@ void Decoder::feed(std::string_view chunk) {
             header_filled_ = 0;
         }
     }
+}
+
+std::string Decoder::error() const {
+    if (!failed_) return {};
+    return fmt::format("frame of {} bytes exceeds the limit of {}", expected_, max_frame_);
 }
 
 std::optional<std::string> Decoder::next() {

@@ -40,7 +40,9 @@ class Decoder {
 
     bool failed() const { return failed_; }
     // Human-readable reason, e.g. "frame of 4294967295 bytes exceeds the limit of 1048576".
-    const std::string& error() const { return error_; }
+    // (Made when asked, from the length and the limit: a connection does not
+    // carry a string for an error it will almost never have.)
+    std::string error() const;
 
     // True when part of a frame has arrived but not all of it: a peer that
     // disconnects now loses that partial frame (it is never delivered).
@@ -65,7 +67,6 @@ class Decoder {
     std::vector<std::string> ready_;
     std::size_t taken_ = 0;
     bool failed_ = false;
-    std::string error_;
 };
 
 }  // namespace frame

@@ -3,8 +3,12 @@
 namespace frame {
 
 FrameReader::Next FrameReader::next() {
-    coro::WaitList& list = reader_.waiters();  // first: it may find the stream failed
-    return Next(*this, list, decode());
+    return Next(*this, decoder_.ready() || decode());  // (no decoding while a frame is queued)
+}
+
+bool FrameReader::read_on() {
+    reader_.resume_reading();
+    return !reader_.exception();
 }
 
 bool FrameReader::decode() {

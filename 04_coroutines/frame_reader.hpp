@@ -13,7 +13,10 @@
 // next() is an awaiter, not a coroutine: an idle connection waits in it with
 // no coroutine frame of its own, only this awaiter in the caller's frame.
 // Each time bytes arrive it feeds them to the decoder, and it lets the task
-// be woken only once a whole frame is in (or the stream has ended).
+// be woken only once a whole frame is in (or the stream has ended). So the
+// decoding, and on_bytes, run in the read callback, outside the task's steps.
+// It reads nothing while a frame is queued: a task that stops asking for
+// frames holds its peer back (backpressure).
 #pragma once
 
 #include <cstdint>
@@ -43,7 +46,8 @@ class FrameReader {
     std::function<void(std::size_t)> on_bytes;
 
   private:
-    bool decode();  // feeds the decoder what is buffered; true once next() need not wait
+    bool decode();   // feeds the decoder what is buffered; true once next() need not wait
+    bool read_on();  // resumes reading; false if it failed (take() throws then)
     std::optional<std::string> take();  // the payload, the end, or the error
     coro::StreamReader reader_;
     Decoder decoder_;
@@ -52,15 +56,17 @@ class FrameReader {
 // ANCHOR: next-awaiter
 class FrameReader::Next : public coro::WaitList::Waiter {
   public:
-    Next(FrameReader& frames, coro::WaitList& list, bool ready)
-        : Waiter(list, ready), frames_(frames) {}
-    // Bytes arrived, or the end: in the libuv callback, decode; wake the
-    // task only if there is something for it. (It never resumes it here.)
-    bool woken() override {
-        if (frames_.decode()) return true;
-        frames_.reader_.waiters();  // not yet: keep reading (it may have stopped)
-        return false;
+    Next(FrameReader& frames, bool ready)
+        : Waiter(frames.reader_.waiters(), ready), frames_(frames) {}
+    // No frame yet: read on (reading stops while the task does other work
+    // and bytes pile up unconsumed), then wait on the stream's list.
+    bool await_suspend(std::coroutine_handle<> h) {
+        if (!frames_.read_on()) return false;  // a read that cannot even start
+        return Waiter::await_suspend(h);
     }
+    // Bytes arrived, or the end: decode, in whatever woke us (the read
+    // callback, mostly); wake the task only if there is something for it.
+    bool woken() noexcept override { return frames_.decode() || !frames_.read_on(); }
     std::optional<std::string> await_resume() {
         Waiter::await_resume();  // CancelledError, if cancelled
         return frames_.take();

@@ -77,7 +77,8 @@ std::shared_ptr<Client> accept(Server& server, coro::StreamWriter writer) {
     // drain() waits above the high-water mark, until below the low one.
     client->writer.set_write_buffer_limits(server.options.limits.max_pending,
                                            server.options.limits.low_water());
-    // (A plain pointer: once ~Client has aborted the writer, no write completes.)
+    // (A plain pointer: once ~Client has aborted the writer, on_written is
+    // called no more.)
     client->writer.on_written([&server, c = client.get()](std::size_t n) {
         c->last_progress = Clock::now();
         server.trace.write(c->id, n, c->writer.write_buffer_size());

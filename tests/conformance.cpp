@@ -565,6 +565,38 @@ TEST_P(ConcurrentConformance, SlowsTheSenderForASlowReaderAndCutsAStalledOne) {
     }
 }
 
+// Echo with a small mark (64 KiB): the client writes 48 MiB and reads the
+// echoes at a steady 32 MiB/s through a small socket buffer. Each time its
+// queue drains below the low mark the server may take more from it -- but
+// no further ahead than the mark allows: what it cannot send yet stays in
+// the kernel, not in the server's memory. (A reader that took a chunk more
+// each time it was asked, frame queued or not, grew by megabytes here.)
+TEST_P(Conformance, ReadsNoFurtherAheadOfAClientThanItsMarkAllows) {
+    auto& server = start({"--echo", "--max-pending", "65536"});
+    const long rss_before = has_proc() ? server.process.rss_kib() : 0;
+    Peer client(server.host, server.port, 16 * 1024);
+    constexpr int frames = 768;
+    constexpr std::size_t size = 64 * 1024;
+    Background writing(
+        [&] {
+            for (int i = 0; i < frames; ++i)
+                client.send_frame(numbered(i, size));
+        },
+        shut(client));
+    constexpr auto per_frame = std::chrono::microseconds(1'000'000 * size / (32 << 20));
+    const auto began = std::chrono::steady_clock::now();
+    for (int i = 0; i < frames; ++i) {
+        const std::string frame = client.recv_frame();
+        ASSERT_EQ(frame.substr(0, 9), fmt::format("{:08}:", i)) << "an echo lost or out of order";
+        std::this_thread::sleep_until(began + (i + 1) * per_frame);  // the client's pace
+    }
+    EXPECT_NO_THROW(writing.join());
+    if (memory_is_measurable(GetParam())) {
+        EXPECT_LT(server.process.peak_rss_kib() - rss_before, memory_growth_bound_kib)
+            << "resident memory grew by more than the bound: the server read ahead of the mark";
+    }
+}
+
 // Echo mode: a client writes 16 MiB before it reads anything. The server
 // stops reading from it (its own queue is full) instead of cutting it off, and
 // every echo arrives once it reads.

@@ -844,7 +844,7 @@ Eager park_on(coro::WaitList& list, int& woken) {
 // how FrameReader::next() waits for a whole frame, not just for bytes.
 struct SecondWakeUp : coro::WaitList::Waiter {
     SecondWakeUp(coro::WaitList& list, int& asked) : Waiter(list, false), asked_(asked) {}
-    bool woken() override { return ++asked_ == 2; }
+    bool woken() noexcept override { return ++asked_ == 2; }
     int& asked_;
 };
 SecondWakeUp wait_for_second_wake_up(coro::WaitList& list, int& asked) {

@@ -65,6 +65,7 @@ TEST(FrameReader, ACancelledFrameReaderLosesNothing) {
         waiting.cancel();
         co_await join_cancelled(waiting);
         c.writer.write("go");
+        c.reader.resume_reading();
         co_await c.reader.waiters().wait();  // the frame arrives while no FrameReader waits
         frame::FrameReader frames(c.reader);
         auto frame = co_await frames.next();

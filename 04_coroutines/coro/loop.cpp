@@ -180,18 +180,23 @@ void WaitList::Waiter::unlink() {
 }
 
 void WaitList::wake_all() {
-    Waiter* w = std::exchange(head_, nullptr);
-    tail_ = nullptr;
-    while (w) {
-        Waiter* next = std::exchange(w->next_, nullptr);
-        w->prev_ = nullptr;
-        w->linked_ = false;
+    // One at a time from the front, so that the list stays whole while a
+    // woken() runs; those that decline wait in `declined` (where a cancel
+    // can still find them) and go back at the end.
+    WaitList declined;
+    while (Waiter* w = head_) {
+        w->unlink();
         if (w->woken()) {
             detail::schedule(w->me_, w->task_);  // never resumed here: rule 2
         } else {
-            w->link();  // it declined: back on the list, at its end
+            w->list_ = &declined;
+            w->link();
         }
-        w = next;
+    }
+    while (Waiter* w = declined.head_) {
+        w->unlink();
+        w->list_ = this;
+        w->link();
     }
 }
 

@@ -174,7 +174,8 @@ void Stream::flush() {
             s.in_flight.clear();
         }
         if (status == 0) {
-            if (s.on_written) s.on_written(n);
+            // (Closing, libuv tells now of a write done before: nobody to tell.)
+            if (s.on_written && s.handle) s.on_written(n);
             s.flush();                        // the next write: everything written meanwhile
         } else if (status != UV_ECANCELED) {  // (cancelled: the handle is closing)
             s.write_failed(status);
@@ -243,7 +244,8 @@ void Stream::abort() {
     if (!handle) return;
     pending.clear();  // dropped; `in_flight` is libuv's until its callback (UV_ECANCELED)
     closing = shared_from_this();  // alive until libuv lets go
-    // A pending write ends with UV_ECANCELED first; then the close callback.
+    // libuv calls back the writes still pending (UV_ECANCELED, or 0 for one
+    // that went out meanwhile) before the close callback.
     uv_close(reinterpret_cast<uv_handle_t*>(std::exchange(handle, nullptr)), [](uv_handle_t* h) {
         auto* self = holder_of<Stream>(h);
         self->closed = self->eof = true;
@@ -333,8 +335,10 @@ std::exception_ptr StreamReader::exception() const {
 }
 
 WaitList& StreamReader::waiters() {
-    s_->want_more();
     return s_->readers;
+}
+void StreamReader::resume_reading() {
+    s_->want_more();
 }
 
 // Until more bytes are buffered; false once none can come (the end, or a
@@ -342,8 +346,8 @@ WaitList& StreamReader::waiters() {
 Coroutine<bool> StreamReader::more() {
     const std::size_t before = s_->received.size();
     while (s_->received.size() == before && !s_->eof && !s_->error) {
-        WaitList& list = waiters();  // (a read that cannot start sets error: no wait)
-        co_await list.wait_unless(s_->error != 0);
+        s_->want_more();  // (a read that cannot start sets error: no wait)
+        co_await s_->readers.wait_unless(s_->error != 0);
     }
     if (std::exception_ptr e = exception()) std::rethrow_exception(e);
     co_return s_->received.size() > before;

@@ -80,10 +80,13 @@ class StreamReader {
     void consume(std::size_t n);        // O(1): an offset moves
     // A ConnectionError once a read has failed (asyncio's exception()).
     std::exception_ptr exception() const;
-    // The list that arriving bytes, the end or a failed read wake -- for a
-    // parser's own awaiter, with no coroutine frame: what an idle connection
-    // waits in, so it costs little. Reading (re)starts: someone will wait.
+    // For a parser's own awaiter, with no coroutine frame (what an idle
+    // connection waits in, so it costs little): the list that arriving bytes,
+    // the end or a failed read wake; and reading resumed, once it has stopped
+    // because 256 KiB sat unconsumed -- call it when about to wait, not
+    // before, or a reader that is behind would not hold its peer back.
     WaitList& waiters();
+    void resume_reading();
 
   private:
     friend struct detail::Open;
@@ -92,6 +95,9 @@ class StreamReader {
     std::shared_ptr<detail::Source> s_;
 };
 
+// A stream whose last StreamReader and StreamWriter are dropped is aborted,
+// as asyncio does with a transport nobody holds: close() and wait_closed()
+// deliver what is queued.
 class StreamWriter {
   public:
     StreamWriter() = default;

@@ -5,9 +5,10 @@
 //   ready = true; list.wake_all();        // ...and whoever makes it ready wakes it
 //
 // The one rule: waking never resumes anybody. wake_all(), set_result() and
-// set() put the waiting tasks on the loop's ready queue, and the loop resumes
-// them on its next turn -- so code that wakes (a libuv callback, say) goes
-// on to its end first, with nothing freed or changed under it.
+// set() put the waiting tasks on the loop's ready queue (those whose woken()
+// accepts: see Waiter), and the loop resumes them on its next turn -- so code
+// that wakes (a libuv callback, say) goes on to its end first, with no task
+// run under it.
 //
 // Every wait is cancellable: Task::cancel() makes it throw CancelledError.
 //
@@ -41,7 +42,7 @@ class WaitList {
     // The same, with no wait at all if `ready`: what we would wait for is
     // there already, or can never come.
     Waiter wait_unless(bool ready);
-    void wake_all();  // each waiter to the ready queue, in order
+    void wake_all();  // each waiter (that accepts: woken()) to the ready queue, in order
 
   private:
     Waiter *head_ = nullptr, *tail_ = nullptr;
@@ -66,9 +67,10 @@ class WaitList::Waiter {
     virtual void interrupt();
     // What a wake_all() does to this wait: here, accept it (the task goes to
     // the ready queue). A wait that checks a condition of its own may say no,
-    // and stays on the list -- it runs inside whatever woke it (a libuv
-    // callback, say): it may look and consume, never resume (frame_reader.cpp).
-    virtual bool woken() { return true; }
+    // and stays on the list. It runs inside whatever woke it (a libuv
+    // callback, or a task closing a stream): it may look and consume, never
+    // resume, never throw (frame_reader.hpp's FrameReader::Next).
+    virtual bool woken() noexcept { return true; }
 
   protected:
     bool linked() const { return linked_; }

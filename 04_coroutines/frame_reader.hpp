@@ -7,8 +7,8 @@
 // next() ends (nullopt) at a clean end of stream between frames; it throws
 // coro::IncompleteReadError for a stream that ends mid-frame, FrameError for
 // a frame over the limit, and coro::ConnectionError after a failed read.
-// Cancelling it loses nothing: bytes stay in the stream's buffer or the
-// decoder.
+// Cancelling it loses nothing: bytes stay in the stream's buffer or this
+// FrameReader's decoder (go on reading with the same FrameReader).
 //
 // next() is an awaiter, not a coroutine: an idle connection waits in it with
 // no coroutine frame of its own, only this awaiter in the caller's frame.

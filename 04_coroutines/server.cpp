@@ -6,10 +6,10 @@
 //   while (auto payload = co_await frames.next())   // suspends until a frame is in
 //       on_frame(...);                              // relay it to the others
 //
-// co_await suspends this connection's coroutine and returns to the loop; libuv
-// resumes it when bytes arrive. The state that stage 03 kept in structs and
-// passed between callbacks is back in local variables; and flow control is
-// asyncio's: write(), then `co_await drain()`. The runtime that makes
+// co_await suspends this connection's coroutine and returns to the loop; the
+// loop resumes it once a whole frame has arrived. The state that stage 03
+// kept in structs and passed between callbacks is back in local variables;
+// and flow control is asyncio's: write(), then `co_await drain()`. The runtime that makes
 // this work (coro/, read in the order coro/README.md gives) is ours, on libuv;
 // frame_reader.hpp puts our wire protocol on top of its streams.
 #include <algorithm>

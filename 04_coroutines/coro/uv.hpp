@@ -27,7 +27,7 @@
 //    returned. (A task resumed any other way is stopped with a logic_error at
 //    its next await: the runtime checks.)
 //
-// Reading path, step 5 (README.md).
+// Reading path, step 7 (README.md).
 #pragma once
 
 #include <uv.h>

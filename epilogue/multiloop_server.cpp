@@ -131,7 +131,9 @@ struct Server {
     uv_signal_t sigint, sigterm;
     int next_id = 1;
     std::size_t next_loop = 0;
-    bool stopping = false;
+    // Set by loop 0's signal handler before it says "shutting down"; read by
+    // every loop, whose `stop` message may come a little later.
+    std::atomic<bool> stopping{false};
     std::size_t loops_running = 0;  // loop 0 closes its signals once none is
 };
 
@@ -304,6 +306,10 @@ void on_readable(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
     Client& client = *static_cast<Client*>(stream->data);
     Loop& loop = *client.loop;
     if (nread == 0) return;
+    // The stop has begun, but this loop's `stop` message may not be in yet:
+    // take no new frame from now on (the server has said it is stopping).
+    if (loop.server->stopping && !loop.stopping) begin_stop(loop);
+    if (loop.stopping) return;
     const auto span = loop.server->trace.span("on_readable", client.id);
     if (nread == UV_EOF) {
         uv_read_stop(stream);
@@ -535,6 +541,7 @@ void begin_shutdown(uv_signal_t* signal, int signum) {
 
 // On each loop: stage 03's shutdown, for this loop's clients.
 void begin_stop(Loop& loop) {
+    if (loop.stopping) return;  // (begun already by a read that saw the flag)
     loop.stopping = true;
     const std::vector<Client*> clients = loop.clients;
     for (Client* client : clients) {
